@@ -1,0 +1,253 @@
+"""Configuration: ``orion.toml``, ``ORION__...`` environment overrides and dicts in code.
+
+Loading happens in two stages because a plugin's settings can only be checked
+once its ``Config`` class is known: :func:`load_config` parses and checks the
+file's own shape (the ``kernel`` table and each ``[plugins.NAME]`` entry);
+:func:`structure_settings` then structures each enabled plugin's
+``settings`` table.  Both report every issue they find, each with its path.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from typing import Final
+from typing import Literal
+
+import attrs
+
+from plugin_sdk import ConfigError
+from plugin_sdk import ConfigIssue
+from plugin_sdk._plugin import is_valid_name
+
+from ._structure import describe
+from ._structure import field_validator
+from ._structure import issues_of
+from ._structure import make_converter
+
+#: The file every command reads when it exists and no other is named.
+DEFAULT_CONFIG_FILE: Final = "orion.toml"
+#: Environment overrides look like ``ORION__KERNEL__START_TIMEOUT=5``.
+ENV_PREFIX: Final = "ORION__"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+def _check_positive(value: float | None) -> str | None:
+    return None if value is None or value > 0 else f"must be > 0, got {value!r}"
+
+
+def _check_positive_map(value: Mapping[str, float]) -> str | None:
+    bad = {key: item for key, item in value.items() if not item > 0}
+    return f"deadlines must be > 0, got {bad!r}" if bad else None
+
+
+def _check_non_negative(value: int) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value!r}"
+
+
+_positive: Final = field_validator(_check_positive)
+_positive_map: Final = field_validator(_check_positive_map)
+
+
+@attrs.frozen
+class KernelSettings:
+    """The ``[kernel]`` table."""
+
+    data_dir: str = attrs.field(default=".orion", metadata=_doc(
+        "Directory under which each plugin gets its own data directory."))
+    start_timeout: float = attrs.field(default=30.0, validator=_positive, metadata=_doc(
+        "Seconds a plugin's start() may take (per plugin: plugins.NAME.start_timeout)."))
+    stop_timeout: float = attrs.field(default=30.0, validator=_positive, metadata=_doc(
+        "Seconds a plugin's stop() and the cancelling of its tasks may take."))
+    quarantine_after: int = attrs.field(default=5, validator=field_validator(_check_non_negative), metadata=_doc(
+        "Consecutive hook failures after which a plugin is quarantined (0: never)."))
+    hook_timeouts: dict[str, float] = attrs.field(factory=dict, validator=_positive_map, metadata=_doc(
+        "Per-hook deadline in seconds for one whole call, overriding the spec's default."))
+    strict: bool = attrs.field(default=False, metadata=_doc(
+        "Fail Kernel start when any enabled plugin fails to load or start."))
+    log_level: LogLevel = attrs.field(default="INFO", metadata=_doc(
+        "Level of the 'orion' loggers when the CLI configures logging."))
+
+
+@attrs.frozen
+class PluginEntry:
+    """One ``[plugins.NAME]`` table."""
+
+    enabled: bool | None = attrs.field(default=None, metadata=_doc(
+        "Run the plugin. Plugins passed in code default to true, others to false."))
+    source: str | None = attrs.field(default=None, metadata=_doc(
+        "Where to import the plugin from, as 'module:Class', instead of an entry point."))
+    priority: int | None = attrs.field(default=None, metadata=_doc(
+        "Order in hooks and middleware (higher first), overriding the plugin's own."))
+    before: tuple[str, ...] | None = attrs.field(default=None, metadata=_doc(
+        "Plugins this one must run before, replacing the plugin's own list."))
+    after: tuple[str, ...] | None = attrs.field(default=None, metadata=_doc(
+        "Plugins this one must run after, replacing the plugin's own list."))
+    start_timeout: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
+        "Seconds this plugin's start() may take."))
+    stop_timeout: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
+        "Seconds this plugin's stop() may take."))
+    settings: dict[str, Any] = attrs.field(factory=dict, metadata=_doc(
+        "The plugin's own settings, checked against its Config class."))
+
+
+@attrs.frozen
+class OrionConfig:
+    """The whole configuration file."""
+
+    kernel: KernelSettings = attrs.field(factory=KernelSettings)
+    plugins: dict[str, PluginEntry] = attrs.field(factory=dict)
+
+
+# Resolve the string annotations now: the public package renames __module__
+# (kernel.OrionConfig), after which they could no longer be looked up.
+for _cls in (KernelSettings, PluginEntry, OrionConfig):
+    attrs.resolve_types(_cls)
+
+_converter: Final = make_converter()
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes a :class:`ConfigError` with line and column."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue("", f"no such file: {os.fspath(path)}")], source=os.fspath(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue("", f"not valid TOML: {exc}")], source=os.fspath(path)) from None
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read: {exc.strerror}")], source=os.fspath(path)) from None
+
+
+def _env_value(text: str) -> Any:
+    # A TOML value when it parses as one (5, 1.5, true, ["a"]), else the raw string.
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigIssue]]:
+    """Turn ``ORION__A__B=v`` variables into a nested dict ``{"a": {"b": v}}``."""
+    tree: dict[str, Any] = {}
+    issues: list[ConfigIssue] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            issues.append(ConfigIssue(f"env:{name}", "empty path segment (use single '_' inside names)"))
+            continue
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                issues.append(ConfigIssue(f"env:{name}", f"{part!r} is set as a value by another variable"))
+                break
+            node = child
+        else:
+            node[parts[-1]] = _env_value(environ[name])
+    return tree, issues
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (tables merge, values replace)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge(current, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | OrionConfig | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> OrionConfig:
+    """Read, merge and check a configuration.
+
+    :param source: a path to a TOML file, a dict in the file's shape, an
+        :class:`OrionConfig`, or ``None`` for ``./orion.toml`` when it exists
+        (else the defaults).
+    :param environ: where ``ORION__...`` overrides come from (default
+        ``os.environ``; pass ``{}`` to ignore the environment).
+    :raises ConfigError: with every issue found, each with its path.
+    """
+    if isinstance(source, OrionConfig):
+        return source
+    origin: str | None = None
+    if source is None:
+        raw: Mapping[str, Any] = {}
+        if Path(DEFAULT_CONFIG_FILE).is_file():
+            origin = DEFAULT_CONFIG_FILE
+            raw = read_toml(DEFAULT_CONFIG_FILE)
+    elif isinstance(source, Mapping):
+        raw, origin = source, "<dict>"
+    elif not isinstance(source, str | os.PathLike):
+        raw, origin = source, "<config>"
+    else:
+        origin = os.fspath(source)
+        raw = read_toml(source)
+    overrides, issues = env_overrides(os.environ if environ is None else environ)
+    if overrides:
+        raw = merge(raw, overrides)
+    return structure_config(raw, origin=origin, issues=issues)
+
+
+def structure_config(raw: Mapping[str, Any], *, origin: str | None = None, issues: list[ConfigIssue] | None = None) -> OrionConfig:
+    """Check a config dict's shape; see :func:`load_config`."""
+    found = list(issues or ())
+    config = OrionConfig()
+    if not isinstance(raw, Mapping):
+        found.append(ConfigIssue("", f"expected a table, got {describe(raw)}"))
+    else:
+        data = dict(raw)
+        plugins_raw = data.get("plugins", {})
+        if isinstance(plugins_raw, Mapping):
+            for name in plugins_raw:
+                if not is_valid_name(name):
+                    found.append(ConfigIssue(
+                        f"plugins[{name!r}]" if isinstance(name, str) else "plugins",
+                        f"{describe(name)} is not a valid plugin name "
+                        "(lowercase letters and digits, words joined by single '_')",
+                    ))
+        try:
+            config = _converter.structure(data, OrionConfig)
+        except Exception as exc:
+            found.extend(issues_of(exc))
+    if found:
+        raise ConfigError(_dedupe(found), source=origin)
+    return config
+
+
+def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    seen: dict[ConfigIssue, None] = {}
+    for issue in issues:
+        seen.setdefault(issue, None)
+    return list(seen)
+
+
+def structure_settings(name: str, config_class: type, raw: Mapping[str, Any]) -> tuple[Any, list[ConfigIssue]]:
+    """Structure one plugin's settings into its ``Config``; return the instance or the issues."""
+    try:
+        return _converter.structure(dict(raw), config_class), []
+    except Exception as exc:
+        return None, issues_of(exc, f"plugins.{name}.settings")
+
+
+def unstructure(value: Any) -> Any:
+    """Turn a settings object (or any config value) back into plain data."""
+    return _converter.unstructure(value)

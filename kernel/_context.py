@@ -1,0 +1,124 @@
+"""The kernel's implementation of :class:`plugin_sdk.PluginContext`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Final
+from typing import TypeVar
+
+from plugin_sdk import DispatchObserver
+from plugin_sdk import Handler
+from plugin_sdk import Middleware
+from plugin_sdk import PermissionDenied
+from plugin_sdk import Phase
+from plugin_sdk import PluginContext
+from plugin_sdk import PluginError
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+    from ._lifecycle import PluginRecord
+
+T = TypeVar("T")
+_TOKEN: Final = object()
+
+
+class KernelContext(PluginContext[Any]):
+    """A plugin's context.  Registrations are kept on its record and go live
+    when the kernel activates the plugin (right after ``start`` succeeds, or
+    at the commit of a reload)."""
+
+    __slots__ = ("_record", "_host", "_log", "_data_dir")
+
+    def __init__(self, record: PluginRecord, host: Lifecycle, *, _token: object = None) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("PluginContext is created by the kernel; plugins receive one in start()")
+        self._record = record
+        self._host = host
+        self._log = logging.getLogger(f"orion.plugin.{record.name}")
+        self._data_dir: Path | None = None
+
+    @classmethod
+    def create(cls, record: PluginRecord, host: Lifecycle) -> KernelContext:
+        return cls(record, host, _token=_TOKEN)
+
+    def __repr__(self) -> str:
+        return f"<PluginContext of {self._record.name!r}>"
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def settings(self) -> Any:
+        return self._record.settings
+
+    @property
+    def log(self) -> logging.Logger:
+        return self._log
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:
+            path = Path(self._host.data_root) / self._record.name
+            path.mkdir(parents=True, exist_ok=True)
+            self._data_dir = path
+        return self._data_dir
+
+    def _manifest_lists(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        manifest = self._record.manifest
+        assert manifest is not None
+        return manifest.provides, manifest.requires, manifest.optional
+
+    def provide(self, name: str, service: object) -> None:
+        provides, _, _ = self._manifest_lists()
+        if name not in provides:
+            raise PermissionDenied(
+                f"plugin {self.name!r} may not provide service {name!r}: it is not in the "
+                f"manifest's provides {list(provides)!r}"
+            )
+        self._record.provided[name] = service
+
+    def service(self, name: str, kind: type[T] | None = None) -> Any:
+        _, requires, optional = self._manifest_lists()
+        if name not in requires and name not in optional:
+            raise PermissionDenied(
+                f"plugin {self.name!r} did not declare service {name!r}: add it to the "
+                "manifest's requires or optional to use it"
+            )
+        return self._host.lookup_service(self._record, name)
+
+    def register_operation(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        args_type: type | None = None,
+        doc: str | None = None,
+        example_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        operation = self._host.pipeline.make_operation(
+            self.name, name, handler, args_type=args_type, doc=doc, example_args=example_args
+        )
+        if any(op.name == name for op in self._record.operations):
+            raise PluginError(f"plugin {self.name!r} registered operation {name!r} twice", plugin=self.name)
+        self._record.operations.append(operation)
+
+    def register_middleware(self, middleware: Middleware, *, phase: Phase = Phase.TRANSFORM) -> None:
+        if not callable(middleware):
+            raise PluginError(f"plugin {self.name!r}: middleware {middleware!r} is not callable", plugin=self.name)
+        self._record.middleware.append((middleware, int(phase)))
+
+    def add_dispatch_observer(self, observer: DispatchObserver) -> None:
+        for method in ("on_hook", "on_invoke"):
+            if not callable(getattr(observer, method, None)):
+                raise PluginError(f"plugin {self.name!r}: observer lacks {method}()", plugin=self.name)
+        self._record.observers.append(observer)
+
+    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
+        self._host.spawn(self._record, func, args, name)

@@ -1,0 +1,638 @@
+"""Hook dispatch: pluggy registers and validates, the kernel calls.
+
+pluggy holds the specs and impls and checks every impl against its spec
+(argument names) when a plugin registers.  The call loop is the kernel's own,
+because what it adds cannot be layered on pluggy's ``_multicall`` without
+paying for it on every call: per-spec error policies (pluggy#419), per-plugin
+ordering (pluggy#705), one deadline per call, native async impls
+(pluggy#320), and a per-impl observer.
+
+Everything a call needs is resolved when the set of plugins changes: each
+spec gets a *caller*, a closure over a tuple of ``(plugin, function,
+argnames)`` already in order.  Whether an observer is attached is decided by
+which closure is built (the observed or the plain loop), never by a flag
+tested per call.
+
+Deadlines on async hooks are armed lazily: an impl's coroutine is first
+stepped by hand; if it finishes without suspending (the common case for a
+hook), no timer exists at all.  Only an impl that really waits gets a timer
+on the event loop, which cancels the task when the deadline passes; the
+cancellation is then turned into :class:`~plugin_sdk.HookTimeout`, the way
+``asyncio.timeout`` does it.  A cancel scope per call would cost 8x the
+whole dispatch (see benchmarks/bench_dispatch.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import types
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Generator
+from collections.abc import Iterable
+from collections.abc import Mapping
+from time import perf_counter
+from typing import Any
+from typing import Final
+from typing import TypeVar
+from typing import overload
+
+import anyio
+import pluggy
+
+from plugin_sdk import AsyncFirstResultHookSpec
+from plugin_sdk import AsyncHookSpec
+from plugin_sdk import DispatchObserver
+from plugin_sdk import FirstResultHookSpec
+from plugin_sdk import HookFailed
+from plugin_sdk import HookSpec
+from plugin_sdk import HookTimeout
+from plugin_sdk import OrionError
+from plugin_sdk import PluginError
+from plugin_sdk import SyncHookSpec
+from plugin_sdk import hookspecs as sdk_hookspecs
+from plugin_sdk._markers import PROJECT
+from plugin_sdk._markers import P
+from plugin_sdk._markers import spec_handles
+
+R = TypeVar("R")
+log: Final = logging.getLogger("orion.kernel.dispatch")
+
+#: (plugin name, function, argument names) of one impl, resolved at registration
+ImplEntry = tuple[str, Callable[..., Any], tuple[str, ...]]
+Caller = Callable[[Mapping[str, Any]], Any]
+
+
+class _Observers:
+    """Fans one event out to every observer; an observer that raises is dropped."""
+
+    __slots__ = ("_observers", "_on_drop")
+
+    def __init__(self, observers: Iterable[DispatchObserver], on_drop: Callable[[DispatchObserver], None]) -> None:
+        self._observers = tuple(observers)
+        self._on_drop = on_drop
+
+    def on_hook(self, hook: str, plugin: str, duration: float, outcome: Any) -> None:
+        for observer in self._observers:
+            try:
+                observer.on_hook(hook, plugin, duration, outcome)
+            except Exception:
+                log.exception("dispatch observer %r raised; removing it", observer)
+                self._on_drop(observer)
+
+    def on_invoke(self, operation: str, duration: float, outcome: Any) -> None:
+        for observer in self._observers:
+            try:
+                observer.on_invoke(operation, duration, outcome)
+            except Exception:
+                log.exception("dispatch observer %r raised; removing it", observer)
+                self._on_drop(observer)
+
+
+def _bad_arguments(hook: str, expected: frozenset[str], given: Mapping[str, Any]) -> TypeError:
+    missing = sorted(expected - given.keys())
+    extra = sorted(given.keys() - expected)
+    parts = []
+    if missing:
+        parts.append(f"missing {missing}")
+    if extra:
+        parts.append(f"unexpected {extra}")
+    return TypeError(f"hook {hook!r} called with wrong arguments: {', '.join(parts)}")
+
+
+def _exception_group(hook: str, errors: list[Exception]) -> ExceptionGroup[Exception]:
+    return ExceptionGroup(f"hook {hook!r}: {len(errors)} impl(s) failed", errors)
+
+
+class HookRelay:
+    """``kernel.hooks``: the typed way to call hooks, and the registry behind it.
+
+    Call a hook with :meth:`call`, passing the spec handle from
+    :mod:`plugin_sdk.hookspecs` (or a plugin's own hookspecs module) and the
+    spec's arguments by keyword; mypy checks them against the spec.
+    """
+
+    def __init__(self, *, quarantine_after: int = 5, on_quarantine: Callable[[str, Exception], None] | None = None) -> None:
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._specs: dict[str, HookSpec[Any, Any]] = {}
+        self._callers: dict[HookSpec[Any, Any], Caller] = {}
+        self._observers: list[DispatchObserver] = []
+        self._observer: _Observers | None = None
+        self._timeouts: dict[str, float | None] = {}
+        self._running: frozenset[str] = frozenset()
+        self._ranks: dict[str, int] = {}
+        #: consecutive failures of each plugin that has failed since its last success
+        self._failing: dict[str, int] = {}
+        self.quarantine_after = quarantine_after
+        self._on_quarantine = on_quarantine
+        self.add_specs(sdk_hookspecs)
+
+    # -- registry ------------------------------------------------------------
+
+    @property
+    def specs(self) -> Mapping[str, HookSpec[Any, Any]]:
+        """Every known hook spec, by name."""
+        return types.MappingProxyType(self._specs)
+
+    def add_specs(self, namespace: object) -> list[str]:
+        """Add every ``@hookspec`` of a module or class; return their names.
+
+        :raises PluginError: a different spec of the same name is already known.
+        """
+        handles = spec_handles(namespace)
+        fresh = {}
+        for spec in handles:
+            known = self._specs.get(spec.name)
+            if known is None:
+                fresh[spec.name] = spec.function
+            elif known is not spec:
+                raise PluginError(
+                    f"hookspec {spec.name!r} from {getattr(namespace, '__name__', namespace)!r} "
+                    f"clashes with the one from {known.function.__module__!r}"
+                )
+        if fresh:
+            carrier = types.ModuleType(f"orion_specs_{len(self._specs)}")
+            carrier.__dict__.update(fresh)
+            self._pm.add_hookspecs(carrier)
+            for spec in handles:
+                self._specs.setdefault(spec.name, spec)
+        return [spec.name for spec in handles]
+
+    def register(self, name: str, plugin: object) -> list[str]:
+        """Register ``plugin``'s hook impls under ``name``; return the hooks it implements.
+
+        :raises PluginError: an impl names a hook no spec declares, takes an
+            argument its spec lacks, or is async where the spec is sync (or
+            the other way round).  Nothing stays registered on error.
+        """
+        try:
+            self._pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r}: {exc}", plugin=name) from None
+        implemented = []
+        try:
+            for caller in self._pm.get_hookcallers(plugin) or ():
+                for impl in caller.get_hookimpls():
+                    if impl.plugin_name != name:
+                        continue
+                    spec = self._specs.get(caller.name)
+                    if spec is None:
+                        if impl.optionalhook:
+                            continue
+                        known = ", ".join(sorted(self._specs))
+                        raise PluginError(
+                            f"plugin {name!r} implements unknown hook {caller.name!r} "
+                            f"(known hooks: {known}; use @hookimpl(optional=True) for hooks "
+                            "of plugins that may be absent)",
+                            plugin=name,
+                        )
+                    if inspect.iscoroutinefunction(impl.function) != spec.options.is_async:
+                        want = "an async def" if spec.options.is_async else "a plain def"
+                        raise PluginError(
+                            f"plugin {name!r}: impl of hook {caller.name!r} must be {want}",
+                            plugin=name,
+                        )
+                    implemented.append(caller.name)
+        except PluginError:
+            self._pm.unregister(plugin, name=name)
+            raise
+        return sorted(implemented)
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin's impls (no error when it was not registered)."""
+        if self._pm.get_plugin(name) is not None:
+            self._pm.unregister(name=name)
+        self._failing.pop(name, None)
+
+    def implementations(self, name: str) -> list[str]:
+        """The hooks that plugin ``name`` implements."""
+        plugin = self._pm.get_plugin(name)
+        if plugin is None:
+            return []
+        return sorted(
+            caller.name
+            for caller in self._pm.get_hookcallers(plugin) or ()
+            if caller.name in self._specs
+        )
+
+    def impl_plugins(self, spec: HookSpec[Any, Any]) -> list[str]:
+        """The plugins whose impls a call of ``spec`` runs now, in call order."""
+        return [plugin for plugin, _, _ in self._impls(spec)]
+
+    # -- configuration, applied by rebuilding the callers -----------------------
+
+    def configure(
+        self,
+        *,
+        running: Iterable[str] | None = None,
+        ranks: Mapping[str, int] | None = None,
+        timeouts: Mapping[str, float | None] | None = None,
+    ) -> None:
+        """Set who takes part, in what order, with which deadlines; rebuild the callers."""
+        if running is not None:
+            self._running = frozenset(running)
+        if ranks is not None:
+            self._ranks = dict(ranks)
+        if timeouts is not None:
+            self._timeouts = dict(timeouts)
+        self._rebuild()
+
+    def add_observer(self, observer: DispatchObserver) -> None:
+        """Attach a dispatch observer (hook impl calls and invokes)."""
+        self._observers.append(observer)
+        self._rebuild()
+
+    def remove_observer(self, observer: DispatchObserver) -> None:
+        """Detach an observer; unknown observers are ignored."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+            self._rebuild()
+
+    @property
+    def observer(self) -> DispatchObserver | None:
+        """The combined observer, or ``None`` when nobody observes."""
+        return self._observer
+
+    def timeout_of(self, spec: HookSpec[Any, Any]) -> float | None:
+        """The deadline in force for ``spec`` (config override or the spec's default)."""
+        return self._timeouts.get(spec.name, spec.options.timeout)
+
+    def _impls(self, spec: HookSpec[Any, Any]) -> tuple[ImplEntry, ...]:
+        caller = getattr(self._pm.hook, spec.name, None)
+        if caller is None:
+            return ()
+        everyone = spec.options.participants == "loaded"
+        entries = [
+            (impl.plugin_name, impl.function, tuple(impl.argnames))
+            for impl in caller.get_hookimpls()
+            if everyone or impl.plugin_name in self._running
+        ]
+        entries.sort(key=lambda entry: (self._ranks.get(entry[0], 1 << 30), entry[0]))
+        return tuple(entries)
+
+    def _rebuild(self) -> None:
+        self._observer = _Observers(self._observers, self.remove_observer) if self._observers else None
+        self._callers = {spec: self._build(spec) for spec in self._specs.values()}
+
+    def _build(self, spec: HookSpec[Any, Any]) -> Caller:
+        impls = self._impls(spec)
+        timeout = self.timeout_of(spec)
+        options = spec.options
+        if options.is_async:
+            if options.concurrent:
+                return _concurrent_caller(self, spec, impls, timeout)
+            return _async_caller(self, spec, impls, timeout)
+        return _sync_caller(self, spec, impls, timeout)
+
+    # -- failures ----------------------------------------------------------------
+
+    def failed(self, hook: str, plugin: str, exc: Exception) -> Exception:
+        """Turn an impl's exception into the error to raise or record, and count it.
+
+        SDK errors raised on purpose (a denial) pass through and do not count;
+        anything else becomes :class:`HookFailed`.  A plugin that fails
+        ``quarantine_after`` times in a row is handed to ``on_quarantine``.
+        """
+        if isinstance(exc, OrionError) and not isinstance(exc, HookTimeout):
+            return exc
+        error: Exception = exc
+        if not isinstance(exc, HookTimeout):
+            error = HookFailed(hook, plugin, exc)
+            error.__cause__ = exc
+        log.warning("%s", error, exc_info=exc if error is not exc else None)
+        count = self._failing.get(plugin, 0) + 1
+        self._failing[plugin] = count
+        if self.quarantine_after and count >= self.quarantine_after and self._on_quarantine:
+            self._on_quarantine(plugin, error)
+        return error
+
+    def succeeded(self, plugin: str) -> None:
+        """Reset a plugin's run of consecutive failures."""
+        self._failing.pop(plugin, None)
+
+    def consecutive_failures(self, plugin: str) -> int:
+        """How many times in a row ``plugin``'s impls have failed."""
+        return self._failing.get(plugin, 0)
+
+    # -- calling -------------------------------------------------------------------
+
+    @overload
+    def call(self, spec: AsyncFirstResultHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R | None]: ...
+    @overload
+    def call(self, spec: AsyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[list[R]]: ...
+    @overload
+    def call(self, spec: FirstResultHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R | None: ...
+    @overload
+    def call(self, spec: SyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> list[R]: ...
+    def call(self, spec: HookSpec[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call hook ``spec`` with keyword arguments.
+
+        Sync specs return the list of non-``None`` results (or the first one
+        for ``firstresult`` specs); async specs return an awaitable of the same.
+        Failures follow the spec's policy; see :class:`plugin_sdk.SpecOptions`.
+
+        :raises TypeError: positional arguments, or argument names that do not
+            match the spec (mypy reports both before the code runs).
+        :raises KeyError: ``spec`` was never added to this kernel.
+        """
+        if args:
+            raise TypeError(f"hook {spec.name!r} takes keyword arguments only")
+        return self._callers[spec](kwargs)
+
+
+# -- the call loops -------------------------------------------------------------
+#
+# One builder per kind of spec.  Each returns the plain loop when nobody
+# observes and the observed loop otherwise; the cold paths (failures,
+# deadlines) are shared helpers so the loops stay short.
+
+
+def _sync_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None) -> Caller:
+    hook = spec.name
+    argset = frozenset(spec.options.argnames)
+    first = spec.options.firstresult
+    policy = spec.options.policy
+    failed = relay.failed
+    failing = relay._failing
+    observer = relay.observer
+
+    def on_error(plugin: str, exc: Exception, errors: list[Exception]) -> None:
+        error = failed(hook, plugin, exc)
+        if policy == "fail_fast":
+            raise error
+        if policy == "collect":
+            errors.append(error)
+
+    def overran(plugin: str, start: float, errors: list[Exception]) -> bool:
+        if timeout is None or perf_counter() - start <= timeout:
+            return False
+        on_error(plugin, HookTimeout(hook, plugin, timeout), errors)
+        return True
+
+    def finish(results: list[Any], errors: list[Exception]) -> Any:
+        if errors:
+            raise _exception_group(hook, errors)
+        return None if first else results
+
+    if observer is None:
+
+        def call(kwargs: Mapping[str, Any]) -> Any:
+            if kwargs.keys() != argset:
+                raise _bad_arguments(hook, argset, kwargs)
+            results: list[Any] = []
+            errors: list[Exception] = []
+            start = perf_counter()
+            for plugin, function, argnames in impls:
+                try:
+                    result = function(*[kwargs[name] for name in argnames])
+                except Exception as exc:
+                    on_error(plugin, exc, errors)
+                    continue
+                if failing:
+                    failing.pop(plugin, None)
+                if timeout is not None and overran(plugin, start, errors):
+                    break
+                if result is not None:
+                    if first:
+                        return result
+                    results.append(result)
+            return finish(results, errors)
+
+        return call
+
+    def observed_call(kwargs: Mapping[str, Any]) -> Any:
+        if kwargs.keys() != argset:
+            raise _bad_arguments(hook, argset, kwargs)
+        results: list[Any] = []
+        errors: list[Exception] = []
+        start = perf_counter()
+        for plugin, function, argnames in impls:
+            began = perf_counter()
+            try:
+                result = function(*[kwargs[name] for name in argnames])
+            except Exception as exc:
+                observer.on_hook(hook, plugin, perf_counter() - began, "error")
+                on_error(plugin, exc, errors)
+                continue
+            if timeout is not None and overran(plugin, start, errors):
+                observer.on_hook(hook, plugin, perf_counter() - began, "timeout")
+                break
+            observer.on_hook(hook, plugin, perf_counter() - began, "ok")
+            if failing:
+                failing.pop(plugin, None)
+            if result is not None:
+                if first:
+                    return result
+                results.append(result)
+        return finish(results, errors)
+
+    return observed_call
+
+
+def _step(coro: Coroutine[Any, Any, Any], end: float | None, hook: str, plugin: str, timeout: float | None) -> Generator[Any, Any, Any]:
+    """Await ``coro`` from inside a ``types.coroutine`` loop, arming its deadline lazily.
+
+    The first step runs here; only a coroutine that suspends pays for a timer.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    if end is None:
+        return (yield from _delegate(coro, yielded))
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio): anyio's cancel scope, armed only now
+        return (yield from _delegate_scoped(coro, yielded, end, hook, plugin, timeout))
+    task = asyncio.current_task()
+    assert task is not None and timeout is not None
+    cancelling = task.cancelling()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    handle = loop.call_later(max(end - perf_counter(), 0.0), expire)
+    try:
+        return (yield from _delegate(coro, yielded))
+    except asyncio.CancelledError:
+        if expired and task.uncancel() <= cancelling:
+            raise HookTimeout(hook, plugin, timeout) from None
+        raise
+    finally:
+        handle.cancel()
+        if expired and task.cancelling() > cancelling:
+            task.uncancel()
+
+
+def _delegate(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """``yield from coro`` for a coroutine that has already been stepped once."""
+    try:
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation or error thrown in by the task
+                yielded = coro.throw(exc)
+            else:
+                yielded = coro.send(sent)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _delegate_scoped(coro: Coroutine[Any, Any, Any], yielded: Any, end: float, hook: str, plugin: str, timeout: float | None) -> Generator[Any, Any, Any]:
+    assert timeout is not None
+    with anyio.move_on_after(max(end - perf_counter(), 0.0)) as scope:
+        return (yield from _delegate(coro, yielded))
+    assert scope.cancelled_caught
+    raise HookTimeout(hook, plugin, timeout)
+
+
+def _async_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None) -> Caller:
+    hook = spec.name
+    argset = frozenset(spec.options.argnames)
+    first = spec.options.firstresult
+    policy = spec.options.policy
+    failed = relay.failed
+    failing = relay._failing
+    observer = relay.observer
+
+    def on_error(plugin: str, exc: Exception, errors: list[Exception]) -> None:
+        error = failed(hook, plugin, exc)
+        if policy == "fail_fast":
+            raise error
+        if policy == "collect":
+            errors.append(error)
+
+    def overran(plugin: str, start: float, errors: list[Exception]) -> bool:
+        if timeout is None or perf_counter() - start <= timeout:
+            return False
+        on_error(plugin, HookTimeout(hook, plugin, timeout), errors)
+        return True
+
+    def finish(results: list[Any], errors: list[Exception]) -> Any:
+        if errors:
+            raise _exception_group(hook, errors)
+        return None if first else results
+
+    if observer is None:
+
+        @types.coroutine
+        def call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
+            if kwargs.keys() != argset:
+                raise _bad_arguments(hook, argset, kwargs)
+            results: list[Any] = []
+            errors: list[Exception] = []
+            start = perf_counter()
+            end = None if timeout is None else start + timeout
+            for plugin, function, argnames in impls:
+                try:
+                    result = yield from _step(function(*[kwargs[n] for n in argnames]), end, hook, plugin, timeout)
+                except Exception as exc:
+                    on_error(plugin, exc, errors)
+                    if isinstance(exc, HookTimeout):
+                        break
+                    continue
+                if failing:
+                    failing.pop(plugin, None)
+                if timeout is not None and overran(plugin, start, errors):
+                    break
+                if result is not None:
+                    if first:
+                        return result
+                    results.append(result)
+            return finish(results, errors)
+
+        return call
+
+    @types.coroutine
+    def observed_call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
+        if kwargs.keys() != argset:
+            raise _bad_arguments(hook, argset, kwargs)
+        results: list[Any] = []
+        errors: list[Exception] = []
+        start = perf_counter()
+        end = None if timeout is None else start + timeout
+        for plugin, function, argnames in impls:
+            began = perf_counter()
+            try:
+                result = yield from _step(function(*[kwargs[n] for n in argnames]), end, hook, plugin, timeout)
+            except Exception as exc:
+                timed_out = isinstance(exc, HookTimeout)
+                observer.on_hook(hook, plugin, perf_counter() - began, "timeout" if timed_out else "error")
+                on_error(plugin, exc, errors)
+                if timed_out:
+                    break
+                continue
+            if timeout is not None and overran(plugin, start, errors):
+                observer.on_hook(hook, plugin, perf_counter() - began, "timeout")
+                break
+            observer.on_hook(hook, plugin, perf_counter() - began, "ok")
+            if failing:
+                failing.pop(plugin, None)
+            if result is not None:
+                if first:
+                    return result
+                results.append(result)
+        return finish(results, errors)
+
+    return observed_call
+
+
+def _concurrent_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None) -> Caller:
+    """All impls at once in a task group, under one deadline (rare hooks: health checks)."""
+    hook = spec.name
+    argset = frozenset(spec.options.argnames)
+    policy = spec.options.policy
+    failed = relay.failed
+
+    async def call(kwargs: Mapping[str, Any]) -> list[Any]:
+        if kwargs.keys() != argset:
+            raise _bad_arguments(hook, argset, kwargs)
+        observer = relay.observer
+        outcomes: list[Any] = [None] * len(impls)
+        done = [False] * len(impls)
+        errors: list[Exception] = []
+
+        async def run(index: int, plugin: str, function: Callable[..., Any], argnames: tuple[str, ...], group: anyio.abc.TaskGroup) -> None:
+            began = perf_counter()
+            try:
+                outcomes[index] = await function(*[kwargs[n] for n in argnames])
+            except Exception as exc:
+                done[index] = True
+                if observer is not None:
+                    observer.on_hook(hook, plugin, perf_counter() - began, "error")
+                errors.append(failed(hook, plugin, exc))
+                if policy == "fail_fast":
+                    group.cancel_scope.cancel()
+                return
+            done[index] = True
+            relay.succeeded(plugin)
+            if observer is not None:
+                observer.on_hook(hook, plugin, perf_counter() - began, "ok")
+
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            async with anyio.create_task_group() as group:
+                for index, (plugin, function, argnames) in enumerate(impls):
+                    group.start_soon(run, index, plugin, function, argnames, group)
+        if scope.cancelled_caught:
+            assert timeout is not None
+            for index, (plugin, _, _) in enumerate(impls):
+                if not done[index]:
+                    if observer is not None:
+                        observer.on_hook(hook, plugin, timeout, "timeout")
+                    errors.append(failed(hook, plugin, HookTimeout(hook, plugin, timeout)))
+        if errors and policy == "fail_fast":
+            raise errors[0]
+        if errors and policy == "collect":
+            raise _exception_group(hook, errors)
+        return [outcome for index, outcome in enumerate(outcomes) if done[index] and outcome is not None]
+
+    return call

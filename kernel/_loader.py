@@ -1,0 +1,151 @@
+"""From configuration and candidates to loaded, configured plugin records."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Final
+
+from plugin_sdk import ConfigIssue
+from plugin_sdk import Manifest
+from plugin_sdk import ManifestError
+from plugin_sdk import PluginError
+from plugin_sdk import PluginState
+
+from ._config import OrionConfig
+from ._config import PluginEntry
+from ._config import structure_settings
+from ._discovery import Candidate
+from ._discovery import from_config_source
+from ._discovery import from_entry_points
+from ._discovery import merge_candidates
+from ._dispatch import HookRelay
+from ._lifecycle import PluginRecord
+from ._lifecycle import plugin_ranks
+
+log: Final = logging.getLogger("orion.kernel")
+
+
+def candidates_for(
+    config: OrionConfig,
+    code: Mapping[str, Candidate],
+    *,
+    entry_points: bool | Mapping[str, Candidate] = True,
+    scan_all: bool = False,
+) -> dict[str, Candidate]:
+    """Every candidate the config can refer to.  Entry points are only read when
+    some enabled plugin is not found in code or ``source`` (or ``scan_all``)."""
+    sources = {
+        name: from_config_source(name, entry.source)
+        for name, entry in config.plugins.items()
+        if entry.source is not None
+    }
+    layers: list[Mapping[str, Candidate]] = [code, sources]
+    if isinstance(entry_points, Mapping):
+        layers.append(entry_points)
+    elif entry_points:
+        wanted = [n for n, e in config.plugins.items() if e.enabled and n not in code and n not in sources]
+        if wanted or scan_all:
+            layers.append(from_entry_points())
+    return merge_candidates(*layers)
+
+
+def build_records(config: OrionConfig, candidates: Mapping[str, Candidate]) -> tuple[dict[str, PluginRecord], list[ConfigIssue]]:
+    """One record per candidate (enabled or not), and an issue per config entry naming no plugin."""
+    issues: list[ConfigIssue] = []
+    for name in config.plugins:
+        if name not in candidates:
+            close = difflib.get_close_matches(name, list(candidates), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            issues.append(ConfigIssue(
+                f"plugins.{name}",
+                f"no plugin named {name!r} (not passed in code, no 'source', no installed "
+                f"entry point in orion_kernel.plugins){hint}",
+            ))
+    records = {}
+    for name, candidate in candidates.items():
+        entry = config.plugins.get(name, PluginEntry())
+        enabled = entry.enabled if entry.enabled is not None else candidate.kind == "code"
+        records[name] = PluginRecord(name=name, candidate=candidate, entry=entry, enabled=enabled)
+    return records, issues
+
+
+def load_record(record: PluginRecord) -> None:
+    """Import and validate one enabled plugin; a failure marks the record failed (soft)."""
+    try:
+        plugin = record.candidate.load()
+        manifest = Manifest.of(plugin)
+        if manifest.name != record.name:
+            raise ManifestError(
+                record.name,
+                "name",
+                f"the plugin found as {record.name!r} ({record.candidate.source}) calls itself "
+                f"{manifest.name!r}; the entry point name and the plugin name must match",
+            )
+    except Exception as exc:
+        record.fail(exc if isinstance(exc, PluginError) else exc, with_traceback=True)
+        record.last_error = f"cannot load from {record.candidate.source}: {record.last_error}"
+        log.error("plugin %s: %s", record.name, record.last_error)
+        record.state = PluginState.FAILED
+        return
+    record.plugin = plugin
+    record.manifest = manifest
+    record.state = PluginState.LOADED
+
+
+def configure_record(record: PluginRecord) -> list[ConfigIssue]:
+    """Structure a loaded plugin's settings into its ``Config``."""
+    assert record.manifest is not None
+    settings, issues = structure_settings(record.name, record.manifest.Config, record.entry.settings)
+    if not issues:
+        record.settings = settings
+        record.state = PluginState.CONFIGURED
+    return issues
+
+
+def register_hooks(relay: HookRelay, records: Iterable[PluginRecord]) -> None:
+    """Add the plugins' own hookspecs, then register their impls; failures are soft."""
+    loaded = [r for r in records if r.manifest is not None and r.state is PluginState.CONFIGURED]
+    for record in loaded:
+        assert record.manifest is not None
+        try:
+            for namespace in record.manifest.hookspecs:
+                relay.add_specs(namespace)
+        except PluginError as exc:
+            record.fail(PluginError(f"plugin {record.name!r}: {exc}", plugin=record.name))
+            record.state = PluginState.FAILED
+    for record in loaded:
+        if record.state is not PluginState.CONFIGURED:
+            continue
+        try:
+            record.hooks = relay.register(record.name, record.plugin)
+        except PluginError as exc:
+            record.fail(exc)
+            log.error("plugin %s: %s", record.name, exc)
+            record.state = PluginState.FAILED
+
+
+def order_issues(records: Iterable[PluginRecord]) -> tuple[dict[str, int], list[ConfigIssue]]:
+    """Plugin ranks, and an issue per before/after cycle."""
+    ranks, cycles = plugin_ranks(records)
+    issues = [
+        ConfigIssue(
+            f"plugins.{cycle[0]}",
+            f"ordering cycle through before/after: {' -> '.join(cycle + cycle[:1])}",
+        )
+        for cycle in cycles
+    ]
+    return ranks, issues
+
+
+def timeout_issues(relay: HookRelay, config: OrionConfig) -> list[ConfigIssue]:
+    """An issue per ``kernel.hook_timeouts`` key that names no known hook."""
+    issues = []
+    for hook in config.kernel.hook_timeouts:
+        if hook not in relay.specs:
+            close = difflib.get_close_matches(hook, list(relay.specs), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            issues.append(ConfigIssue(f"kernel.hook_timeouts.{hook}", f"no hook named {hook!r}{hint}"))
+    return issues

@@ -1,0 +1,183 @@
+"""The kernel's cattrs converter and the flattening of its errors into path-named issues.
+
+cattrs' default structuring is lenient (``int("5")``, a string iterated into a
+tuple of characters); config must not be, so the converter owned here checks
+primitive and container types strictly and says what it expected and what it
+got.  Errors come back as :class:`~plugin_sdk.ConfigIssue` with dotted paths
+(``plugins.cache.settings.max_entries``) and a did-you-mean for unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import Final
+from typing import Literal
+from typing import get_args
+from typing import get_origin
+
+import attrs
+import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory
+from cattrs.cols import is_mapping
+from cattrs.cols import is_sequence
+from cattrs.cols import list_structure_factory
+from cattrs.cols import mapping_structure_factory
+from cattrs.errors import ClassValidationError
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.errors import IterableValidationError
+
+from plugin_sdk import ConfigIssue
+
+_IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class Mismatch(TypeError):
+    """A value of the wrong type; the message is the whole explanation."""
+
+
+class Invalid(ValueError):
+    """A validator's verdict on one field (or on ``subpath`` below the field)."""
+
+    def __init__(self, message: str, *, subpath: str = "") -> None:
+        super().__init__(message)
+        self.subpath = subpath
+
+
+def field_validator(check: Callable[[Any], str | None]) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """An attrs validator from ``check(value) -> problem or None``, reported at the field's path."""
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        problem = check(value)
+        if problem is not None:
+            raise Invalid(problem, subpath=attribute.alias or attribute.name)
+
+    return validate
+
+
+def describe(value: object) -> str:
+    """A short, safe description of a config value for an error message."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(value).__name__}"
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _strict(kind: type, accept: tuple[type, ...], convert: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) and bool not in accept:
+            raise Mismatch(f"expected {kind.__name__}, got {describe(value)}")
+        if not isinstance(value, accept):
+            raise Mismatch(f"expected {kind.__name__}, got {describe(value)}")
+        return convert(value)
+
+    return hook
+
+
+def _checked(inner: Callable[[Any, Any], Any], accept: tuple[type, ...], what: str) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, kind: Any) -> Any:
+        if not isinstance(value, accept):
+            raise Mismatch(f"expected {what}, got {describe(value)}")
+        return inner(value, kind)
+
+    return hook
+
+
+def _is_homogeneous_tuple(kind: Any) -> bool:
+    args = get_args(kind)
+    return get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def make_converter() -> cattrs.Converter:
+    """A strict converter: extra keys forbidden, no silent coercions."""
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(int, _strict(int, (int,), int))
+    converter.register_structure_hook(float, _strict(float, (int, float), float))
+    converter.register_structure_hook(str, _strict(str, (str,), str))
+    converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
+    converter.register_structure_hook_factory(
+        lambda kind: is_sequence(kind) and get_origin(kind) is list,
+        lambda kind, conv: _checked(list_structure_factory(kind, conv), (list, tuple), "a list"),
+    )
+    converter.register_structure_hook_factory(
+        _is_homogeneous_tuple,
+        lambda kind, conv: _checked(homogenous_tuple_structure_factory(kind, conv), (list, tuple), "a list"),
+    )
+    converter.register_structure_hook_factory(
+        is_mapping,
+        lambda kind, conv: _checked(mapping_structure_factory(kind, conv), (Mapping,), "a table"),
+    )
+    converter.register_structure_hook_factory(
+        attrs.has,
+        lambda kind, conv: _checked(conv.gen_structure_attrs_fromdict(kind), (Mapping,), f"a table of {kind.__name__} settings"),
+    )
+    return converter
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    text = str(key)
+    if _IDENT.match(text):
+        return f"{path}.{text}" if path else text
+    return f"{path}[{text!r}]"
+
+
+def _message(exc: BaseException, kind: Any) -> str:
+    if isinstance(exc, Mismatch):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required key is missing"
+    if get_origin(kind) is Literal:
+        return f"expected one of {list(get_args(kind))}"
+    if isinstance(exc, ValueError) and isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return f"expected one of {[m.value for m in kind]}"
+    if kind is not None and str(exc).startswith(("invalid value", "Unsupported")):
+        return f"expected {_type_name(kind)}"
+    return str(exc) or type(exc).__name__
+
+
+def _extra(exc: ForbiddenExtraKeysError, path: str) -> Iterator[ConfigIssue]:
+    known = [a.alias or a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
+    for key in sorted(map(str, exc.extra_fields)):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known) or 'none'})"
+        yield ConfigIssue(_join(path, key), f"unknown key{hint}")
+
+
+def issues_of(exc: BaseException, path: str = "") -> list[ConfigIssue]:
+    """Flatten a (cattrs) structuring exception into issues with dotted paths."""
+    return list(_walk(exc, path, None))
+
+
+def _walk(exc: BaseException, path: str, kind: Any) -> Iterator[ConfigIssue]:
+    if isinstance(exc, ClassValidationError):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            yield from _walk(sub, _join(path, note.name), note.type)
+        for sub in without:
+            yield from _walk(sub, path, None)
+    elif isinstance(exc, IterableValidationError):
+        with_notes_i, without = exc.group_exceptions()
+        for sub, inote in with_notes_i:
+            yield from _walk(sub, _join(path, inote.index), inote.type)
+        for sub in without:
+            yield from _walk(sub, path, None)
+    elif isinstance(exc, Invalid):
+        yield ConfigIssue(_join(path, exc.subpath) if exc.subpath else path, str(exc))
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        yield from _extra(exc, path)
+    elif isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _walk(sub, path, kind)
+    else:
+        yield ConfigIssue(path, _message(exc, kind))

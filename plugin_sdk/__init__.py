@@ -1,0 +1,98 @@
+"""The public, versioned SDK of Orion Kernel.
+
+Plugins import only this package: builtin and third-party plugins alike.
+"""
+
+from ._cli import CliCommand as CliCommand
+from ._cli import CliEnvironment as CliEnvironment
+from ._cli import Invoker as Invoker
+from ._context import PluginContext as PluginContext
+from ._errors import ConfigError as ConfigError
+from ._errors import ConfigIssue as ConfigIssue
+from ._errors import DependencyError as DependencyError
+from ._errors import HookFailed as HookFailed
+from ._errors import HookTimeout as HookTimeout
+from ._errors import InvalidArguments as InvalidArguments
+from ._errors import InvokeError as InvokeError
+from ._errors import ManifestError as ManifestError
+from ._errors import NotAuthenticated as NotAuthenticated
+from ._errors import OperationFailed as OperationFailed
+from ._errors import OperationNotFound as OperationNotFound
+from ._errors import OrionError as OrionError
+from ._errors import PermissionDenied as PermissionDenied
+from ._errors import PluginError as PluginError
+from ._errors import PluginStartError as PluginStartError
+from ._errors import ServiceUnavailable as ServiceUnavailable
+from ._invocation import CallNext as CallNext
+from ._invocation import Handler as Handler
+from ._invocation import Invocation as Invocation
+from ._invocation import Middleware as Middleware
+from ._invocation import Phase as Phase
+from ._invocation import Principal as Principal
+from ._markers import AsyncFirstResultHookSpec as AsyncFirstResultHookSpec
+from ._markers import AsyncHookSpec as AsyncHookSpec
+from ._markers import FirstResultHookSpec as FirstResultHookSpec
+from ._markers import HookSpec as HookSpec
+from ._markers import SpecOptions as SpecOptions
+from ._markers import SyncHookSpec as SyncHookSpec
+from ._markers import hookimpl as hookimpl
+from ._markers import hookspec as hookspec
+from ._observer import DispatchObserver as DispatchObserver
+from ._observer import Outcome as Outcome
+from ._plugin import Manifest as Manifest
+from ._plugin import NoSettings as NoSettings
+from ._plugin import Plugin as Plugin
+from ._plugin import PluginState as PluginState
+from ._version import __version__ as __version__
+from .hookspecs import HealthStatus as HealthStatus
+
+__all__ = [
+    "AsyncFirstResultHookSpec",
+    "AsyncHookSpec",
+    "CallNext",
+    "CliCommand",
+    "CliEnvironment",
+    "ConfigError",
+    "ConfigIssue",
+    "DependencyError",
+    "DispatchObserver",
+    "FirstResultHookSpec",
+    "Handler",
+    "HealthStatus",
+    "HookFailed",
+    "HookSpec",
+    "HookTimeout",
+    "InvalidArguments",
+    "Invocation",
+    "InvokeError",
+    "Invoker",
+    "Manifest",
+    "Middleware",
+    "NoSettings",
+    "NotAuthenticated",
+    "OperationFailed",
+    "OperationNotFound",
+    "OrionError",
+    "Outcome",
+    "PermissionDenied",
+    "Phase",
+    "Plugin",
+    "PluginContext",
+    "PluginError",
+    "PluginStartError",
+    "PluginState",
+    "Principal",
+    "ServiceUnavailable",
+    "SpecOptions",
+    "SyncHookSpec",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+]
+
+# Show public paths in reprs and tracebacks (plugin_sdk.Plugin, not plugin_sdk._plugin.Plugin).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("plugin_sdk._"):
+        _obj.__module__ = __name__
+del _name, _obj

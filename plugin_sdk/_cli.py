@@ -1,0 +1,59 @@
+"""What plugins contribute to the ``orion-kernel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+from typing import Protocol
+
+import attrs
+
+from ._invocation import Principal
+
+
+class Invoker(Protocol):
+    """A started kernel, as far as a CLI command may use it."""
+
+    async def invoke(
+        self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
+    ) -> Any:
+        """Run one operation through the pipeline (see ``Kernel.invoke``)."""
+
+
+class CliEnvironment(Protocol):
+    """What a plugin's CLI command gets besides its parsed arguments."""
+
+    #: ``--json`` was given: print machine output
+    json: bool
+
+    def echo(self, text: str) -> None:
+        """Print one line for humans."""
+
+    def emit(self, data: Any, *, columns: Sequence[str] | None = None) -> None:
+        """Print ``data`` as JSON with ``--json``, else as a table (rows of dicts) or text."""
+
+    def started(self) -> AbstractAsyncContextManager[Invoker]:
+        """Start the kernel from the same config for the duration of a block."""
+
+
+@attrs.frozen
+class CliCommand:
+    """One ``orion-kernel NAME ...`` sub-command contributed by a plugin."""
+
+    #: the sub-command's name; must not clash with the kernel's own commands
+    name: str
+    #: one line for ``orion-kernel --help``
+    help: str
+    #: runs with the parsed arguments; returns the exit code (may be async)
+    run: Callable[[argparse.Namespace, CliEnvironment], int | Awaitable[int]]
+    #: adds the command's own arguments (and sub-parsers) to its parser
+    configure: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+# Resolve string annotations before the public package renames __module__.
+attrs.resolve_types(CliCommand)

@@ -1,0 +1,107 @@
+"""Every hook of the kernel, as reference documentation.
+
+Each spec says when it is called, what its arguments are, what a return value
+means, whether it is sync or async, and how results combine (collected into
+a list or first result).  Call a hook from kernel code with
+``kernel.hooks.call(spec, **kwargs)``; mypy checks the arguments against the
+spec below.  Implement one in a plugin with a method of the same name marked
+``@hookimpl``; an impl may take any subset of the spec's arguments.
+
+Plugins may add hooks of their own: put ``@hookspec`` functions in a module and
+list it in the plugin's ``hookspecs`` manifest field.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._cli import CliCommand
+from ._markers import hookspec
+from ._plugin import PluginState
+
+
+@attrs.frozen
+class HealthStatus:
+    """One plugin's answer to :func:`check_health`."""
+
+    #: the plugin can do its job
+    ok: bool
+    #: why not (or a short note when ok)
+    reason: str = ""
+
+
+# --------------------------------------------------------------------------
+# Command line: called on every loaded plugin before anything starts
+# --------------------------------------------------------------------------
+
+
+@hookspec(participants="loaded", policy="isolate")
+def cli_commands() -> list[CliCommand]:
+    """Contribute sub-commands to ``orion-kernel``.
+
+    Called once per CLI run on every *enabled and loaded* plugin, before any
+    plugin starts, so a command can run with or without a started kernel
+    (``env.started()``).  Sync; results collected.
+
+    :returns: the plugin's commands (names must not clash with the kernel's
+        own commands or another plugin's; a clash is reported and skipped).
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: called on running plugins
+# --------------------------------------------------------------------------
+
+
+@hookspec(policy="isolate")
+def plugin_state_changed(plugin: str, old: PluginState, new: PluginState) -> None:
+    """A plugin moved from state ``old`` to state ``new``.
+
+    Called synchronously, right after the change, on every running plugin
+    (monitoring keeps a state gauge with it).  Sync; return values are ignored.
+
+    :param plugin: the name of the plugin whose state changed.
+    :param old: its previous state.
+    :param new: its new state.
+    """
+
+
+@hookspec(policy="isolate", timeout=30.0)
+async def kernel_started() -> None:
+    """Every enabled plugin has been started (some may have failed).
+
+    Async, awaited in hook order, one deadline for the whole call (30 s by
+    default, ``kernel.hook_timeouts.kernel_started`` to change it).  Return
+    values are ignored; an impl that fails is recorded and skipped.
+    """
+
+
+@hookspec(policy="isolate", timeout=30.0)
+async def kernel_stopping() -> None:
+    """The kernel is about to stop its plugins.
+
+    Async, awaited in hook order before the first plugin stops, bounded like
+    :func:`kernel_started`.  Return values are ignored.
+    """
+
+
+# --------------------------------------------------------------------------
+# Health: collected from every running plugin
+# --------------------------------------------------------------------------
+
+
+@hookspec(policy="isolate", timeout=5.0, concurrent=True)
+async def check_health() -> HealthStatus | None:
+    """Report whether the plugin is healthy.
+
+    Async and concurrent: every impl runs at once, and the whole call is
+    bounded by one deadline (5 s by default), so a hanging check is reported
+    as a timeout against its plugin and never hangs the caller.
+
+    :returns: a :class:`HealthStatus`, or ``None`` for "nothing to report".
+    """
+
+
+# Resolve string annotations before the public package renames __module__.
+attrs.resolve_types(HealthStatus)
