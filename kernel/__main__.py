@@ -1,0 +1,7 @@
+"""``python -m kernel`` is ``orion-kernel``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
