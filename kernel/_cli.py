@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from typing import Final
 from typing import TextIO
+from typing import cast
 
 import anyio
 import orjson
@@ -160,7 +161,12 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
         env.echo(f"{key + ':':<13}{', '.join(data[key]) or '-'}")
     env.echo("settings:" + ("" if fields else "    (none)"))
     rows = [
-        {"field": name, "type": _type_label(prop), "default": orjson.dumps(prop["default"]).decode() if "default" in prop else "(required)", "doc": prop.get("description", "")}
+        {
+            "field": name,
+            "type": _type_label(prop),
+            "default": orjson.dumps(prop["default"]).decode() if "default" in prop else "(required)",
+            "doc": prop.get("description", ""),
+        }
         for name, prop in fields.items()
     ]
     if rows:
@@ -178,11 +184,15 @@ def _type_label(prop: dict[str, Any]) -> str:
     return "any"
 
 
-def cmd_config_check(args: argparse.Namespace, env: Environment, kernel: Kernel | None, error: ConfigError | None) -> int:
+def cmd_config_check(
+    args: argparse.Namespace, env: Environment, kernel: Kernel | None, error: ConfigError | None
+) -> int:
     source = args.file or _config_path(args) or "(defaults)"
     if error is not None:
         if env.json:
-            env.emit({"ok": False, "file": source, "issues": [{"path": i.path, "message": i.message} for i in error.issues]})
+            env.emit(
+                {"ok": False, "file": source, "issues": [{"path": i.path, "message": i.message} for i in error.issues]}
+            )
         else:
             env.echo(f"{source}: {len(error.issues)} issue(s)")
             for issue in error.issues:
@@ -291,7 +301,9 @@ def _base_parser() -> argparse.ArgumentParser:
         prog="orion-kernel",
         description="Run and inspect an Orion kernel. Reads ./orion.toml when present.",
     )
-    parser.add_argument("-c", "--config", type=Path, default=None, help="config file (default: ./orion.toml if it exists)")
+    parser.add_argument(
+        "-c", "--config", type=Path, default=None, help="config file (default: ./orion.toml if it exists)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
     parser.add_argument("--version", action="version", version=f"orion-kernel (plugin_sdk {SDK_VERSION})")
     return parser
@@ -314,10 +326,16 @@ def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.Argumen
     plugins.add_parser("list", parents=common, help="every known plugin: name, version, source, enabled, state")
     info = plugins.add_parser("info", parents=common, help="manifest, hooks, permissions and settings of one plugin")
     info.add_argument("name")
-    config = sub.add_parser("config", help="check, show or describe the configuration").add_subparsers(dest="action", required=True)
-    check = config.add_parser("check", parents=common, help="validate a config file without starting anything (exit 1 on errors)")
+    config = sub.add_parser("config", help="check, show or describe the configuration").add_subparsers(
+        dest="action", required=True
+    )
+    check = config.add_parser(
+        "check", parents=common, help="validate a config file without starting anything (exit 1 on errors)"
+    )
     check.add_argument("file", nargs="?", default=None, help="the file to check (default: -c or ./orion.toml)")
-    config.add_parser("show", parents=common, help="the effective config: defaults, file and ORION__ environment overrides")
+    config.add_parser(
+        "show", parents=common, help="the effective config: defaults, file and ORION__ environment overrides"
+    )
     config.add_parser("schema", parents=common, help="JSON Schema of the whole config file, for editors")
     invoke = sub.add_parser("invoke", parents=common, help="start the kernel, run one operation, print its result")
     invoke.add_argument("operation")
@@ -334,7 +352,7 @@ def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.Argumen
 def _plugin_commands(kernel: Kernel) -> list[CliCommand]:
     commands: dict[str, CliCommand] = {}
     for batch in kernel.hooks.call(hookspecs.cli_commands):
-        for command in batch:
+        for command in cast(list[object], batch):
             if not isinstance(command, CliCommand):
                 log.warning("ignoring CLI command %r: not a plugin_sdk.CliCommand", command)
             elif command.name in BUILTIN_COMMANDS or command.name in commands:
@@ -406,4 +424,3 @@ def _dispatch(args: argparse.Namespace, env: Environment, kernel: Kernel) -> int
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
-

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from typing import Final
 from typing import Literal
+from typing import cast
 
 import attrs
 
@@ -62,42 +63,65 @@ _positive_map: Final = field_validator(_check_positive_map)
 class KernelSettings:
     """The ``[kernel]`` table."""
 
-    data_dir: str = attrs.field(default=".orion", metadata=_doc(
-        "Directory under which each plugin gets its own data directory."))
-    start_timeout: float = attrs.field(default=30.0, validator=_positive, metadata=_doc(
-        "Seconds a plugin's start() may take (per plugin: plugins.NAME.start_timeout)."))
-    stop_timeout: float = attrs.field(default=30.0, validator=_positive, metadata=_doc(
-        "Seconds a plugin's stop() and the cancelling of its tasks may take."))
-    quarantine_after: int = attrs.field(default=5, validator=field_validator(_check_non_negative), metadata=_doc(
-        "Consecutive hook failures after which a plugin is quarantined (0: never)."))
-    hook_timeouts: dict[str, float] = attrs.field(factory=dict, validator=_positive_map, metadata=_doc(
-        "Per-hook deadline in seconds for one whole call, overriding the spec's default."))
-    strict: bool = attrs.field(default=False, metadata=_doc(
-        "Fail Kernel start when any enabled plugin fails to load or start."))
-    log_level: LogLevel = attrs.field(default="INFO", metadata=_doc(
-        "Level of the 'orion' loggers when the CLI configures logging."))
+    data_dir: str = attrs.field(
+        default=".orion", metadata=_doc("Directory under which each plugin gets its own data directory.")
+    )
+    start_timeout: float = attrs.field(
+        default=30.0,
+        validator=_positive,
+        metadata=_doc("Seconds a plugin's start() may take (per plugin: plugins.NAME.start_timeout)."),
+    )
+    stop_timeout: float = attrs.field(
+        default=30.0,
+        validator=_positive,
+        metadata=_doc("Seconds a plugin's stop() and the cancelling of its tasks may take."),
+    )
+    quarantine_after: int = attrs.field(
+        default=5,
+        validator=field_validator(_check_non_negative),
+        metadata=_doc("Consecutive hook failures after which a plugin is quarantined (0: never)."),
+    )
+    hook_timeouts: dict[str, float] = attrs.field(
+        factory=dict,
+        validator=_positive_map,
+        metadata=_doc("Per-hook deadline in seconds for one whole call, overriding the spec's default."),
+    )
+    strict: bool = attrs.field(
+        default=False, metadata=_doc("Fail Kernel start when any enabled plugin fails to load or start.")
+    )
+    log_level: LogLevel = attrs.field(
+        default="INFO", metadata=_doc("Level of the 'orion' loggers when the CLI configures logging.")
+    )
 
 
 @attrs.frozen
 class PluginEntry:
     """One ``[plugins.NAME]`` table."""
 
-    enabled: bool | None = attrs.field(default=None, metadata=_doc(
-        "Run the plugin. Plugins passed in code default to true, others to false."))
-    source: str | None = attrs.field(default=None, metadata=_doc(
-        "Where to import the plugin from, as 'module:Class', instead of an entry point."))
-    priority: int | None = attrs.field(default=None, metadata=_doc(
-        "Order in hooks and middleware (higher first), overriding the plugin's own."))
-    before: tuple[str, ...] | None = attrs.field(default=None, metadata=_doc(
-        "Plugins this one must run before, replacing the plugin's own list."))
-    after: tuple[str, ...] | None = attrs.field(default=None, metadata=_doc(
-        "Plugins this one must run after, replacing the plugin's own list."))
-    start_timeout: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
-        "Seconds this plugin's start() may take."))
-    stop_timeout: float | None = attrs.field(default=None, validator=_positive, metadata=_doc(
-        "Seconds this plugin's stop() may take."))
-    settings: dict[str, Any] = attrs.field(factory=dict, metadata=_doc(
-        "The plugin's own settings, checked against its Config class."))
+    enabled: bool | None = attrs.field(
+        default=None, metadata=_doc("Run the plugin. Plugins passed in code default to true, others to false.")
+    )
+    source: str | None = attrs.field(
+        default=None, metadata=_doc("Where to import the plugin from, as 'module:Class', instead of an entry point.")
+    )
+    priority: int | None = attrs.field(
+        default=None, metadata=_doc("Order in hooks and middleware (higher first), overriding the plugin's own.")
+    )
+    before: tuple[str, ...] | None = attrs.field(
+        default=None, metadata=_doc("Plugins this one must run before, replacing the plugin's own list.")
+    )
+    after: tuple[str, ...] | None = attrs.field(
+        default=None, metadata=_doc("Plugins this one must run after, replacing the plugin's own list.")
+    )
+    start_timeout: float | None = attrs.field(
+        default=None, validator=_positive, metadata=_doc("Seconds this plugin's start() may take.")
+    )
+    stop_timeout: float | None = attrs.field(
+        default=None, validator=_positive, metadata=_doc("Seconds this plugin's stop() may take.")
+    )
+    settings: dict[str, Any] = attrs.field(
+        factory=dict, metadata=_doc("The plugin's own settings, checked against its Config class.")
+    )
 
 
 @attrs.frozen
@@ -144,7 +168,7 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Conf
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts):
             issues.append(ConfigIssue(f"env:{name}", "empty path segment (use single '_' inside names)"))
             continue
@@ -196,8 +220,8 @@ def load_config(
             raw = read_toml(DEFAULT_CONFIG_FILE)
     elif isinstance(source, Mapping):
         raw, origin = source, "<dict>"
-    elif not isinstance(source, str | os.PathLike):
-        raw, origin = source, "<config>"
+    elif not isinstance(cast(object, source), str | os.PathLike):
+        raw, origin = cast(Mapping[str, Any], source), "<config>"
     else:
         origin = os.fspath(source)
         raw = read_toml(source)
@@ -207,7 +231,7 @@ def load_config(
     return structure_config(raw, origin=origin, issues=issues)
 
 
-def structure_config(raw: Mapping[str, Any], *, origin: str | None = None, issues: list[ConfigIssue] | None = None) -> OrionConfig:
+def structure_config(raw: object, *, origin: str | None = None, issues: list[ConfigIssue] | None = None) -> OrionConfig:
     """Check a config dict's shape; see :func:`load_config`."""
     found = list(issues or ())
     config = OrionConfig()
@@ -219,11 +243,13 @@ def structure_config(raw: Mapping[str, Any], *, origin: str | None = None, issue
         if isinstance(plugins_raw, Mapping):
             for name in plugins_raw:
                 if not is_valid_name(name):
-                    found.append(ConfigIssue(
-                        f"plugins[{name!r}]" if isinstance(name, str) else "plugins",
-                        f"{describe(name)} is not a valid plugin name "
-                        "(lowercase letters and digits, words joined by single '_')",
-                    ))
+                    found.append(
+                        ConfigIssue(
+                            f"plugins[{name!r}]" if isinstance(name, str) else "plugins",
+                            f"{describe(name)} is not a valid plugin name "
+                            "(lowercase letters and digits, words joined by single '_')",
+                        )
+                    )
         try:
             config = _converter.structure(data, OrionConfig)
         except Exception as exc:

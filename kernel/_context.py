@@ -33,7 +33,7 @@ class KernelContext(PluginContext[Any]):
     when the kernel activates the plugin (right after ``start`` succeeds, or
     at the commit of a reload)."""
 
-    __slots__ = ("_record", "_host", "_log", "_data_dir")
+    __slots__ = ("_data_dir", "_host", "_log", "_record")
 
     def __init__(self, record: PluginRecord, host: Lifecycle, *, _token: object = None) -> None:
         if _token is not _TOKEN:

@@ -80,9 +80,7 @@ def from_code(plugins: Iterable[object]) -> dict[str, Candidate]:
             raise PluginError(f"plugin passed in code has no name: {plugin!r}")
         if name in found:
             raise PluginError(f"two plugins passed in code are named {name!r}")
-        found[name] = Candidate(
-            name, "code", "code", _loader(plugin, "code"), fresh_instances=isinstance(plugin, type)
-        )
+        found[name] = Candidate(name, "code", "code", _loader(plugin, "code"), fresh_instances=isinstance(plugin, type))
     return found
 
 

@@ -115,7 +115,9 @@ class HookRelay:
     spec's arguments by keyword; mypy checks them against the spec.
     """
 
-    def __init__(self, *, quarantine_after: int = 5, on_quarantine: Callable[[str, Exception], None] | None = None) -> None:
+    def __init__(
+        self, *, quarantine_after: int = 5, on_quarantine: Callable[[str, Exception], None] | None = None
+    ) -> None:
         self._pm = pluggy.PluginManager(PROJECT)
         self._specs: dict[str, HookSpec[Any, Any]] = {}
         self._callers: dict[HookSpec[Any, Any], Caller] = {}
@@ -212,11 +214,7 @@ class HookRelay:
         plugin = self._pm.get_plugin(name)
         if plugin is None:
             return []
-        return sorted(
-            caller.name
-            for caller in self._pm.get_hookcallers(plugin) or ()
-            if caller.name in self._specs
-        )
+        return sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or () if caller.name in self._specs)
 
     def impl_plugins(self, spec: HookSpec[Any, Any]) -> list[str]:
         """The plugins whose impls a call of ``spec`` runs now, in call order."""
@@ -320,7 +318,9 @@ class HookRelay:
     # -- calling -------------------------------------------------------------------
 
     @overload
-    def call(self, spec: AsyncFirstResultHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R | None]: ...
+    def call(
+        self, spec: AsyncFirstResultHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[R | None]: ...
     @overload
     def call(self, spec: AsyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[list[R]]: ...
     @overload
@@ -350,7 +350,9 @@ class HookRelay:
 # deadlines) are shared helpers so the loops stay short.
 
 
-def _sync_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None) -> Caller:
+def _sync_caller(
+    relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
+) -> Caller:
     hook = spec.name
     argset = frozenset(spec.options.argnames)
     first = spec.options.firstresult
@@ -432,7 +434,9 @@ def _sync_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEn
     return observed_call
 
 
-def _step(coro: Coroutine[Any, Any, Any], end: float | None, hook: str, plugin: str, timeout: float | None) -> Generator[Any, Any, Any]:
+def _step(
+    coro: Coroutine[Any, Any, Any], end: float | None, hook: str, plugin: str, timeout: float | None
+) -> Generator[Any, Any, Any]:
     """Await ``coro`` from inside a ``types.coroutine`` loop, arming its deadline lazily.
 
     The first step runs here; only a coroutine that suspends pays for a timer.
@@ -487,15 +491,20 @@ def _delegate(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, An
         return stop.value
 
 
-def _delegate_scoped(coro: Coroutine[Any, Any, Any], yielded: Any, end: float, hook: str, plugin: str, timeout: float | None) -> Generator[Any, Any, Any]:
+def _delegate_scoped(
+    coro: Coroutine[Any, Any, Any], yielded: Any, end: float, hook: str, plugin: str, timeout: float | None
+) -> Generator[Any, Any, Any]:
     assert timeout is not None
-    with anyio.move_on_after(max(end - perf_counter(), 0.0)) as scope:
+    # The awaits happen inside _delegate, through yield from.
+    with anyio.move_on_after(max(end - perf_counter(), 0.0)) as scope:  # noqa: ASYNC100
         return (yield from _delegate(coro, yielded))
     assert scope.cancelled_caught
     raise HookTimeout(hook, plugin, timeout)
 
 
-def _async_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None) -> Caller:
+def _async_caller(
+    relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
+) -> Caller:
     hook = spec.name
     argset = frozenset(spec.options.argnames)
     first = spec.options.firstresult
@@ -586,7 +595,9 @@ def _async_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplE
     return observed_call
 
 
-def _concurrent_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None) -> Caller:
+def _concurrent_caller(
+    relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
+) -> Caller:
     """All impls at once in a task group, under one deadline (rare hooks: health checks)."""
     hook = spec.name
     argset = frozenset(spec.options.argnames)
@@ -601,7 +612,9 @@ def _concurrent_caller(relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[
         done = [False] * len(impls)
         errors: list[Exception] = []
 
-        async def run(index: int, plugin: str, function: Callable[..., Any], argnames: tuple[str, ...], group: anyio.abc.TaskGroup) -> None:
+        async def run(
+            index: int, plugin: str, function: Callable[..., Any], argnames: tuple[str, ...], group: anyio.abc.TaskGroup
+        ) -> None:
             began = perf_counter()
             try:
                 outcomes[index] = await function(*[kwargs[n] for n in argnames])

@@ -19,7 +19,6 @@ from typing import Any
 from typing import Final
 
 import attrs
-import cattrs
 
 from plugin_sdk import CallNext
 from plugin_sdk import ConfigIssue
@@ -30,7 +29,6 @@ from plugin_sdk import Middleware
 from plugin_sdk import OperationFailed
 from plugin_sdk import OperationNotFound
 from plugin_sdk import OrionError
-from plugin_sdk import Phase
 from plugin_sdk import PluginError
 from plugin_sdk import Principal
 from plugin_sdk._plugin import is_valid_name
@@ -72,6 +70,11 @@ class _Link:
 
     def __call__(self, inv: Invocation) -> Awaitable[Any]:
         return self._function(inv, self._next)
+
+
+def _is_async(handler: object) -> bool:
+    # A coroutine function, or an object whose __call__ is one.
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(type(handler), "__call__", None))
 
 
 def _is_operation_name(name: object) -> bool:
@@ -132,8 +135,7 @@ class Pipeline:
             name=name,
             plugin=plugin,
             handler=handler,
-            is_async=inspect.iscoroutinefunction(handler)
-            or inspect.iscoroutinefunction(getattr(handler, "__call__", None)),
+            is_async=_is_async(handler),
             args_type=args_type,
             doc=summary,
             example_args=example_args,
@@ -192,9 +194,7 @@ class Pipeline:
         self._chain = chain
         # code object -> plugin, to name the middleware an exception came from
         self._owners = {
-            code: m.plugin
-            for m in self._middleware
-            if (code := getattr(m.function, "__code__", None)) is not None
+            code: m.plugin for m in self._middleware if (code := getattr(m.function, "__code__", None)) is not None
         }
 
     # -- the call --------------------------------------------------------------------

@@ -144,9 +144,7 @@ class Kernel:
         self._config = load_config(config, environ=environ)
         self._code = from_code(plugins)
         self._entry_points = entry_points
-        self._relay = HookRelay(
-            quarantine_after=self._config.kernel.quarantine_after, on_quarantine=self._quarantine
-        )
+        self._relay = HookRelay(quarantine_after=self._config.kernel.quarantine_after, on_quarantine=self._quarantine)
         for namespace in hookspecs:
             self._relay.add_specs(namespace)
         self._pipeline = Pipeline()
@@ -268,7 +266,9 @@ class Kernel:
                 record.fail(f"does not support the {backend} event loop (supports {list(record.manifest.backends)})")
                 record.state = PluginState.FAILED
         records = [r for r in records if r.state is PluginState.CONFIGURED]
-        failed_to_load = sorted(n for n, r in self._lifecycle.records.items() if r.enabled and r.state is PluginState.FAILED)
+        failed_to_load = sorted(
+            n for n, r in self._lifecycle.records.items() if r.enabled and r.state is PluginState.FAILED
+        )
         plan = plan_start(records)
         if failed_to_load:
             for name, reason in plan.failures.items():
@@ -375,9 +375,8 @@ class Kernel:
         from anyio.from_thread import start_blocking_portal
 
         kernel = cls(source, plugins=plugins, hookspecs=hookspecs, environ=environ)
-        with start_blocking_portal(backend) as portal:
-            with portal.wrap_async_context_manager(kernel):
-                yield BlockingKernel(kernel, portal)
+        with start_blocking_portal(backend) as portal, portal.wrap_async_context_manager(kernel):
+            yield BlockingKernel(kernel, portal)
 
 
 @final

@@ -206,8 +206,7 @@ def plan_start(records: Iterable[PluginRecord], external: Mapping[str, str] | No
         if len(names) > 1:
             for name in names:
                 failures[name] = (
-                    f"service {service!r} is provided by several enabled plugins: {sorted(names)}; "
-                    "disable all but one"
+                    f"service {service!r} is provided by several enabled plugins: {sorted(names)}; disable all but one"
                 )
         else:
             provider_of[service] = names[0]
@@ -338,7 +337,9 @@ class Lifecycle:
 
     # -- tasks -----------------------------------------------------------------------
 
-    def spawn(self, record: PluginRecord, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], name: str | None) -> None:
+    def spawn(
+        self, record: PluginRecord, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], name: str | None
+    ) -> None:
         if self.task_group is None:
             raise PluginError(f"plugin {record.name!r}: spawn() needs a started kernel", plugin=record.name)
         if record.state not in (PluginState.STARTING, PluginState.RUNNING, PluginState.QUARANTINED):
@@ -349,10 +350,17 @@ class Lifecycle:
         record.tasks.add(scope)
         if record.tasks_idle is None or record.tasks_idle.is_set():
             record.tasks_idle = anyio.Event()
-        label = name or getattr(func, "__qualname__", repr(func))
+        label: str = name or str(getattr(func, "__qualname__", repr(func)))
         self.task_group.start_soon(self._run_task, record, scope, func, args, label, name=f"{record.name}:{label}")
 
-    async def _run_task(self, record: PluginRecord, scope: anyio.CancelScope, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], label: str) -> None:
+    async def _run_task(
+        self,
+        record: PluginRecord,
+        scope: anyio.CancelScope,
+        func: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        label: str,
+    ) -> None:
         try:
             with scope:
                 await func(*args)
@@ -364,13 +372,13 @@ class Lifecycle:
             if not record.tasks and record.tasks_idle is not None:
                 record.tasks_idle.set()
 
-    async def cancel_tasks(self, record: PluginRecord, timeout: float) -> bool:
-        """Cancel a plugin's background tasks and wait for them; False if they outlive ``timeout``."""
+    async def cancel_tasks(self, record: PluginRecord, grace: float) -> bool:
+        """Cancel a plugin's background tasks and wait for them; False if they outlive ``grace`` seconds."""
         for scope in list(record.tasks):
             scope.cancel()
         if not record.tasks or record.tasks_idle is None:
             return True
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(grace):
             await record.tasks_idle.wait()
             return True
         return False
@@ -461,7 +469,12 @@ class Lifecycle:
         record.start_seconds = perf_counter() - began
         if not stage:
             self.set_state(record, PluginState.RUNNING)
-            log.info("plugin %s %s running (started in %.1f ms)", record.name, record.manifest.version, record.start_seconds * 1000)
+            log.info(
+                "plugin %s %s running (started in %.1f ms)",
+                record.name,
+                record.manifest.version,
+                record.start_seconds * 1000,
+            )
         return True
 
     async def stop_all(self, records: list[PluginRecord]) -> None:

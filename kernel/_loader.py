@@ -52,18 +52,22 @@ def candidates_for(
     return merge_candidates(*layers)
 
 
-def build_records(config: OrionConfig, candidates: Mapping[str, Candidate]) -> tuple[dict[str, PluginRecord], list[ConfigIssue]]:
+def build_records(
+    config: OrionConfig, candidates: Mapping[str, Candidate]
+) -> tuple[dict[str, PluginRecord], list[ConfigIssue]]:
     """One record per candidate (enabled or not), and an issue per config entry naming no plugin."""
     issues: list[ConfigIssue] = []
     for name in config.plugins:
         if name not in candidates:
             close = difflib.get_close_matches(name, list(candidates), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            issues.append(ConfigIssue(
-                f"plugins.{name}",
-                f"no plugin named {name!r} (not passed in code, no 'source', no installed "
-                f"entry point in orion_kernel.plugins){hint}",
-            ))
+            issues.append(
+                ConfigIssue(
+                    f"plugins.{name}",
+                    f"no plugin named {name!r} (not passed in code, no 'source', no installed "
+                    f"entry point in orion_kernel.plugins){hint}",
+                )
+            )
     records = {}
     for name, candidate in candidates.items():
         entry = config.plugins.get(name, PluginEntry())
@@ -85,7 +89,7 @@ def load_record(record: PluginRecord) -> None:
                 f"{manifest.name!r}; the entry point name and the plugin name must match",
             )
     except Exception as exc:
-        record.fail(exc if isinstance(exc, PluginError) else exc, with_traceback=True)
+        record.fail(exc, with_traceback=True)
         record.last_error = f"cannot load from {record.candidate.source}: {record.last_error}"
         log.error("plugin %s: %s", record.name, record.last_error)
         record.state = PluginState.FAILED

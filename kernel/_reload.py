@@ -49,10 +49,10 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
     fresh, issues = build_records(config, candidates)
     current = lc.records
 
-    start: list[PluginRecord] = []      # new records to start (added or restarted)
+    start: list[PluginRecord] = []  # new records to start (added or restarted)
     restart: list[str] = []
     reconfigure: list[tuple[PluginRecord, Any]] = []  # (old record, new settings)
-    stop: list[PluginRecord] = []       # old records to stop (removed or restarted)
+    stop: list[PluginRecord] = []  # old records to stop (removed or restarted)
     unchanged: list[str] = []
     for name in sorted(set(current) | set(fresh)):
         old, new = current.get(name), fresh.get(name)
@@ -73,11 +73,13 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
                 issues.extend(found)
                 reconfigure.append((old, settings))
             elif not old.candidate.fresh_instances:
-                issues.append(ConfigIssue(
-                    f"plugins.{name}",
-                    "this plugin was passed in code as an instance and has no reconfigure(): "
-                    "its configuration cannot change while the kernel runs; restart the kernel",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        f"plugins.{name}",
+                        "this plugin was passed in code as an instance and has no reconfigure(): "
+                        "its configuration cannot change while the kernel runs; restart the kernel",
+                    )
+                )
             else:
                 start.append(new)
                 restart.append(name)

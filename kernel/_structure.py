@@ -104,23 +104,31 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(float, _strict(float, (int, float), float))
     converter.register_structure_hook(str, _strict(str, (str,), str))
     converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
-    converter.register_structure_hook_factory(
-        lambda kind: is_sequence(kind) and get_origin(kind) is list,
-        lambda kind, conv: _checked(list_structure_factory(kind, conv), (list, tuple), "a list"),
-    )
-    converter.register_structure_hook_factory(
-        _is_homogeneous_tuple,
-        lambda kind, conv: _checked(homogenous_tuple_structure_factory(kind, conv), (list, tuple), "a list"),
-    )
-    converter.register_structure_hook_factory(
-        is_mapping,
-        lambda kind, conv: _checked(mapping_structure_factory(kind, conv), (Mapping,), "a table"),
-    )
-    converter.register_structure_hook_factory(
-        attrs.has,
-        lambda kind, conv: _checked(conv.gen_structure_attrs_fromdict(kind), (Mapping,), f"a table of {kind.__name__} settings"),
-    )
+    converter.register_structure_hook_factory(_is_list, _list_hook)
+    converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
+    converter.register_structure_hook_factory(is_mapping, _mapping_hook)
+    converter.register_structure_hook_factory(attrs.has, _attrs_hook)
     return converter
+
+
+def _is_list(kind: Any) -> bool:
+    return bool(is_sequence(kind)) and get_origin(kind) is list
+
+
+def _list_hook(kind: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _checked(list_structure_factory(kind, conv), (list, tuple), "a list")
+
+
+def _tuple_hook(kind: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _checked(homogenous_tuple_structure_factory(kind, conv), (list, tuple), "a list")
+
+
+def _mapping_hook(kind: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _checked(mapping_structure_factory(kind, conv), (Mapping,), "a table")
+
+
+def _attrs_hook(kind: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _checked(conv.gen_structure_attrs_fromdict(kind), (Mapping,), f"a table of {kind.__name__} settings")
 
 
 def _join(path: str, key: object) -> str:
@@ -177,7 +185,7 @@ def _walk(exc: BaseException, path: str, kind: Any) -> Iterator[ConfigIssue]:
     elif isinstance(exc, ForbiddenExtraKeysError):
         yield from _extra(exc, path)
     elif isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            yield from _walk(sub, path, kind)
+        for child in exc.exceptions:
+            yield from _walk(child, path, kind)
     else:
         yield ConfigIssue(path, _message(exc, kind))

@@ -19,9 +19,9 @@ from ._invocation import Principal
 class Invoker(Protocol):
     """A started kernel, as far as a CLI command may use it."""
 
-    async def invoke(
+    def invoke(
         self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """Run one operation through the pipeline (see ``Kernel.invoke``)."""
 
 

@@ -160,9 +160,7 @@ class Manifest:
         except (InvalidSpecifier, TypeError):
             raise ManifestError(name, "sdk", f"{sdk!r} is not a PEP 440 version specifier") from None
         if not spec.contains(SDK_VERSION, prereleases=True):
-            raise ManifestError(
-                name, "sdk", f"needs plugin_sdk {sdk}, but the running SDK is {SDK_VERSION}"
-            )
+            raise ManifestError(name, "sdk", f"needs plugin_sdk {sdk}, but the running SDK is {SDK_VERSION}")
         config = getattr(plugin, "Config", NoSettings)
         if not (isinstance(config, type) and attrs.has(config)):
             raise ManifestError(name, "Config", f"{config!r} is not an attrs class")
