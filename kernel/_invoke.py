@@ -74,7 +74,8 @@ class _Link:
 
 def _is_async(handler: object) -> bool:
     # A coroutine function, or an object whose __call__ is one.
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(type(handler), "__call__", None))
+    call = vars(type(handler)).get("__call__")
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
 def _is_operation_name(name: object) -> bool:
