@@ -34,6 +34,7 @@ from collections.abc import Coroutine
 from collections.abc import Generator
 from collections.abc import Iterable
 from collections.abc import Mapping
+from operator import itemgetter
 from time import perf_counter
 from typing import Any
 from typing import Final
@@ -61,8 +62,9 @@ from plugin_sdk._markers import spec_handles
 R = TypeVar("R")
 log: Final = logging.getLogger("orion.kernel.dispatch")
 
-#: (plugin name, function, argument names) of one impl, resolved at registration
-ImplEntry = tuple[str, Callable[..., Any], tuple[str, ...]]
+#: (plugin name, function, takes exactly the spec's arguments in order, its argument names),
+#: resolved at registration so a call does no lookups
+ImplEntry = tuple[str, Callable[..., Any], bool, tuple[str, ...]]
 Caller = Callable[[Mapping[str, Any]], Any]
 
 
@@ -122,12 +124,13 @@ class HookRelay:
         self._specs: dict[str, HookSpec[Any, Any]] = {}
         self._callers: dict[HookSpec[Any, Any], Caller] = {}
         self._observers: list[DispatchObserver] = []
-        self._observer: _Observers | None = None
+        self._observer: DispatchObserver | None = None
         self._timeouts: dict[str, float | None] = {}
         self._running: frozenset[str] = frozenset()
         self._ranks: dict[str, int] = {}
         #: consecutive failures of each plugin that has failed since its last success
         self._failing: dict[str, int] = {}
+        self._watchdog: Watchdog | None = None
         self.quarantine_after = quarantine_after
         self._on_quarantine = on_quarantine
         self.add_specs(sdk_hookspecs)
@@ -218,7 +221,7 @@ class HookRelay:
 
     def impl_plugins(self, spec: HookSpec[Any, Any]) -> list[str]:
         """The plugins whose impls a call of ``spec`` runs now, in call order."""
-        return [plugin for plugin, _, _ in self._impls(spec)]
+        return [entry[0] for entry in self._impls(spec)]
 
     # -- configuration, applied by rebuilding the callers -----------------------
 
@@ -263,8 +266,9 @@ class HookRelay:
         if caller is None:
             return ()
         everyone = spec.options.participants == "loaded"
+        spec_args = spec.options.argnames
         entries = [
-            (impl.plugin_name, impl.function, tuple(impl.argnames))
+            (impl.plugin_name, impl.function, tuple(impl.argnames) == spec_args, tuple(impl.argnames))
             for impl in caller.get_hookimpls()
             if everyone or impl.plugin_name in self._running
         ]
@@ -272,8 +276,25 @@ class HookRelay:
         return tuple(entries)
 
     def _rebuild(self) -> None:
-        self._observer = _Observers(self._observers, self.remove_observer) if self._observers else None
+        if not self._observers:
+            self._observer = None
+        elif len(self._observers) == 1:
+            self._observer = self._observers[0]
+        else:
+            self._observer = _Observers(self._observers, self.remove_observer)
         self._callers = {spec: self._build(spec) for spec in self._specs.values()}
+
+    def observer_failed(self, observer: DispatchObserver) -> None:
+        """An observer raised (the exception is being handled): log it and detach it."""
+        log.exception("dispatch observer %r raised; removing it", observer)
+        if isinstance(observer, _Observers):
+            return  # it guards and drops its members itself
+        self.remove_observer(observer)
+
+    def start_watchdog(self, watchdog: Watchdog | None) -> None:
+        """Use ``watchdog`` for async deadlines (asyncio), or the lazy per-call path (``None``)."""
+        self._watchdog = watchdog
+        self._rebuild()
 
     def _build(self, spec: HookSpec[Any, Any]) -> Caller:
         impls = self._impls(spec)
@@ -346,92 +367,256 @@ class HookRelay:
 # -- the call loops -------------------------------------------------------------
 #
 # One builder per kind of spec.  Each returns the plain loop when nobody
-# observes and the observed loop otherwise; the cold paths (failures,
-# deadlines) are shared helpers so the loops stay short.
+# observes and the observed loop otherwise; what they share on their cold
+# paths (failures, deadlines, the result) lives in _Kit.
+
+
+class _Kit:
+    """What every call loop of one spec shares outside its hot path."""
+
+    __slots__ = ("first", "hook", "policy", "relay", "timeout")
+
+    def __init__(self, relay: HookRelay, spec: HookSpec[Any, Any], timeout: float | None) -> None:
+        self.relay = relay
+        self.hook = spec.name
+        self.first = spec.options.firstresult
+        self.policy = spec.options.policy
+        self.timeout = timeout
+
+    def error(self, plugin: str, exc: Exception, errors: list[Exception]) -> None:
+        error = self.relay.failed(self.hook, plugin, exc)
+        if self.policy == "fail_fast":
+            raise error
+        if self.policy == "collect":
+            errors.append(error)
+
+    def timed_out(self, plugin: str, errors: list[Exception]) -> None:
+        assert self.timeout is not None
+        self.error(plugin, HookTimeout(self.hook, plugin, self.timeout), errors)
+
+    def finish(self, results: list[Any], errors: list[Exception]) -> Any:
+        if errors:
+            raise _exception_group(self.hook, errors)
+        return None if self.first else results
+
+    def observer_failed(self) -> None:
+        observer = self.relay.observer
+        if observer is not None:
+            self.relay.observer_failed(observer)
+
+
+def _packer(argnames: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """Builds the positional arguments of impls that take exactly the spec's arguments."""
+    if not argnames:
+        return lambda kwargs: ()
+    if len(argnames) == 1:
+        only = argnames[0]
+        return lambda kwargs: (kwargs[only],)
+    return itemgetter(*argnames)
 
 
 def _sync_caller(
     relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
 ) -> Caller:
+    kit = _Kit(relay, spec, timeout)
     hook = spec.name
     argset = frozenset(spec.options.argnames)
+    pack = _packer(spec.options.argnames)
     first = spec.options.firstresult
-    policy = spec.options.policy
-    failed = relay.failed
     failing = relay._failing
     observer = relay.observer
-
-    def on_error(plugin: str, exc: Exception, errors: list[Exception]) -> None:
-        error = failed(hook, plugin, exc)
-        if policy == "fail_fast":
-            raise error
-        if policy == "collect":
-            errors.append(error)
-
-    def overran(plugin: str, start: float, errors: list[Exception]) -> bool:
-        if timeout is None or perf_counter() - start <= timeout:
-            return False
-        on_error(plugin, HookTimeout(hook, plugin, timeout), errors)
-        return True
-
-    def finish(results: list[Any], errors: list[Exception]) -> Any:
-        if errors:
-            raise _exception_group(hook, errors)
-        return None if first else results
 
     if observer is None:
 
         def call(kwargs: Mapping[str, Any]) -> Any:
             if kwargs.keys() != argset:
                 raise _bad_arguments(hook, argset, kwargs)
+            args = pack(kwargs)
             results: list[Any] = []
             errors: list[Exception] = []
             start = perf_counter()
-            for plugin, function, argnames in impls:
+            for plugin, function, same, argnames in impls:
                 try:
-                    result = function(*[kwargs[name] for name in argnames])
+                    result = function(*args) if same else function(*[kwargs[n] for n in argnames])
                 except Exception as exc:
-                    on_error(plugin, exc, errors)
+                    kit.error(plugin, exc, errors)
                     continue
                 if failing:
                     failing.pop(plugin, None)
-                if timeout is not None and overran(plugin, start, errors):
+                if timeout is not None and perf_counter() - start > timeout:
+                    kit.timed_out(plugin, errors)
                     break
                 if result is not None:
                     if first:
                         return result
                     results.append(result)
-            return finish(results, errors)
+            return kit.finish(results, errors)
 
         return call
+
+    on_hook = observer.on_hook
 
     def observed_call(kwargs: Mapping[str, Any]) -> Any:
         if kwargs.keys() != argset:
             raise _bad_arguments(hook, argset, kwargs)
+        args = pack(kwargs)
         results: list[Any] = []
         errors: list[Exception] = []
-        start = perf_counter()
-        for plugin, function, argnames in impls:
-            began = perf_counter()
+        start = began = perf_counter()
+        for plugin, function, same, argnames in impls:
             try:
-                result = function(*[kwargs[name] for name in argnames])
+                result = function(*args) if same else function(*[kwargs[n] for n in argnames])
             except Exception as exc:
-                observer.on_hook(hook, plugin, perf_counter() - began, "error")
-                on_error(plugin, exc, errors)
+                ended = perf_counter()
+                try:
+                    on_hook(hook, plugin, ended - began, "error")
+                except Exception:
+                    kit.observer_failed()
+                began = ended
+                kit.error(plugin, exc, errors)
                 continue
-            if timeout is not None and overran(plugin, start, errors):
-                observer.on_hook(hook, plugin, perf_counter() - began, "timeout")
+            ended = perf_counter()
+            late = timeout is not None and ended - start > timeout
+            try:
+                on_hook(hook, plugin, ended - began, "timeout" if late else "ok")
+            except Exception:
+                kit.observer_failed()
+            began = ended
+            if late:
+                kit.timed_out(plugin, errors)
                 break
-            observer.on_hook(hook, plugin, perf_counter() - began, "ok")
             if failing:
                 failing.pop(plugin, None)
             if result is not None:
                 if first:
                     return result
                 results.append(result)
-        return finish(results, errors)
+        return kit.finish(results, errors)
 
     return observed_call
+
+
+class Watchdog:
+    """One task that enforces the deadlines of every async hook call on an asyncio loop.
+
+    A call registers ``task -> deadline`` (two dict operations) and awaits its
+    impls directly; nothing is armed per call.  Every ``tick`` the watchdog
+    cancels the tasks whose deadline passed and marks them expired; the call
+    turns that cancellation into :class:`~plugin_sdk.HookTimeout`.  Calls that
+    finish without waiting are never seen by the watchdog at all.
+    """
+
+    __slots__ = ("deadlines", "expired", "tick")
+
+    def __init__(self, tick: float = 0.01) -> None:
+        #: task -> the earliest deadline of the hook calls it is inside
+        self.deadlines: dict[asyncio.Task[Any], float] = {}
+        #: tasks cancelled by the watchdog, until their hook call has seen it
+        self.expired: set[asyncio.Task[Any]] = set()
+        self.tick = tick
+
+    async def run(self) -> None:
+        deadlines, expired = self.deadlines, self.expired
+        while True:
+            await anyio.sleep(self.tick)
+            if deadlines:
+                now = perf_counter()
+                for task, end in list(deadlines.items()):
+                    if now >= end and task not in expired:
+                        expired.add(task)
+                        task.cancel()
+
+
+def _async_caller(
+    relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
+) -> Caller:
+    watchdog = relay._watchdog
+    if watchdog is None or timeout is None:
+        return _lazy_async_caller(relay, spec, impls, timeout)
+    kit = _Kit(relay, spec, timeout)
+    hook = spec.name
+    argset = frozenset(spec.options.argnames)
+    pack = _packer(spec.options.argnames)
+    first = spec.options.firstresult
+    failing = relay._failing
+    observer = relay.observer
+    on_hook = observer.on_hook if observer is not None else None
+    deadlines, expired = watchdog.deadlines, watchdog.expired
+    current_task = asyncio.current_task
+
+    @types.coroutine
+    def call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
+        if kwargs.keys() != argset:
+            raise _bad_arguments(hook, argset, kwargs)
+        args = pack(kwargs)
+        results: list[Any] = []
+        errors: list[Exception] = []
+        task = current_task()
+        if task is None:
+            raise RuntimeError(f"hook {hook!r}: async hooks must be called from a task")
+        began = start = perf_counter()
+        end = start + timeout
+        outer = deadlines.get(task)
+        deadlines[task] = end if outer is None or end < outer else outer
+        cancelling = task.cancelling()
+        plugin = ""
+        try:
+            for plugin, function, same, argnames in impls:
+                try:
+                    result = yield from (function(*args) if same else function(*[kwargs[n] for n in argnames]))
+                except Exception as exc:
+                    if on_hook is not None:
+                        ended = perf_counter()
+                        try:
+                            on_hook(hook, plugin, ended - began, "error")
+                        except Exception:
+                            kit.observer_failed()
+                        began = ended
+                    kit.error(plugin, exc, errors)
+                    continue
+                if on_hook is not None:
+                    ended = perf_counter()
+                    try:
+                        on_hook(hook, plugin, ended - began, "ok")
+                    except Exception:
+                        kit.observer_failed()
+                    began = ended
+                if failing:
+                    failing.pop(plugin, None)
+                if result is not None:
+                    if first:
+                        return result
+                    results.append(result)
+        except asyncio.CancelledError:
+            # Ours only if the watchdog fired for *this* call's deadline and
+            # nobody else cancelled the task meanwhile.
+            if task not in expired or perf_counter() < end:
+                raise
+            expired.discard(task)
+            if task.uncancel() > cancelling:
+                raise
+            if on_hook is not None:
+                try:
+                    on_hook(hook, plugin, perf_counter() - began, "timeout")
+                except Exception:
+                    kit.observer_failed()
+            kit.timed_out(plugin, errors)
+            return kit.finish(results, errors)
+        finally:
+            if outer is None:
+                deadlines.pop(task, None)
+            else:
+                deadlines[task] = outer
+            if task in expired and perf_counter() >= end:
+                # An impl swallowed our cancellation: take it back all the same.
+                expired.discard(task)
+                task.uncancel()
+        # Impls that never wait cannot be cancelled; an overrun shows at the end.
+        if perf_counter() > end:
+            kit.timed_out(plugin, errors)
+        return kit.finish(results, errors)
+
+    return call
 
 
 def _step(
@@ -439,7 +624,9 @@ def _step(
 ) -> Generator[Any, Any, Any]:
     """Await ``coro`` from inside a ``types.coroutine`` loop, arming its deadline lazily.
 
-    The first step runs here; only a coroutine that suspends pays for a timer.
+    Used where no watchdog runs (trio, or hooks called outside a started
+    kernel): the first step runs here, and only a coroutine that suspends
+    gets a timer (an asyncio timer handle, or an anyio cancel scope on trio).
     """
     try:
         yielded = coro.send(None)
@@ -452,7 +639,8 @@ def _step(
     except RuntimeError:  # not asyncio (trio): anyio's cancel scope, armed only now
         return (yield from _delegate_scoped(coro, yielded, end, hook, plugin, timeout))
     task = asyncio.current_task()
-    assert task is not None and timeout is not None
+    assert task is not None
+    assert timeout is not None
     cancelling = task.cancelling()
     expired = False
 
@@ -463,15 +651,16 @@ def _step(
 
     handle = loop.call_later(max(end - perf_counter(), 0.0), expire)
     try:
-        return (yield from _delegate(coro, yielded))
+        value = yield from _delegate(coro, yielded)
     except asyncio.CancelledError:
         if expired and task.uncancel() <= cancelling:
             raise HookTimeout(hook, plugin, timeout) from None
         raise
     finally:
         handle.cancel()
-        if expired and task.cancelling() > cancelling:
-            task.uncancel()
+    if expired:  # the impl swallowed our cancellation: take it back all the same
+        task.uncancel()
+    return value
 
 
 def _delegate(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
@@ -502,97 +691,61 @@ def _delegate_scoped(
     raise HookTimeout(hook, plugin, timeout)
 
 
-def _async_caller(
+def _lazy_async_caller(
     relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
 ) -> Caller:
+    """Async dispatch without a watchdog: per impl, a timer only if it suspends."""
+    kit = _Kit(relay, spec, timeout)
     hook = spec.name
     argset = frozenset(spec.options.argnames)
+    pack = _packer(spec.options.argnames)
     first = spec.options.firstresult
-    policy = spec.options.policy
-    failed = relay.failed
     failing = relay._failing
     observer = relay.observer
 
-    def on_error(plugin: str, exc: Exception, errors: list[Exception]) -> None:
-        error = failed(hook, plugin, exc)
-        if policy == "fail_fast":
-            raise error
-        if policy == "collect":
-            errors.append(error)
-
-    def overran(plugin: str, start: float, errors: list[Exception]) -> bool:
-        if timeout is None or perf_counter() - start <= timeout:
-            return False
-        on_error(plugin, HookTimeout(hook, plugin, timeout), errors)
-        return True
-
-    def finish(results: list[Any], errors: list[Exception]) -> Any:
-        if errors:
-            raise _exception_group(hook, errors)
-        return None if first else results
-
-    if observer is None:
-
-        @types.coroutine
-        def call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
-            if kwargs.keys() != argset:
-                raise _bad_arguments(hook, argset, kwargs)
-            results: list[Any] = []
-            errors: list[Exception] = []
-            start = perf_counter()
-            end = None if timeout is None else start + timeout
-            for plugin, function, argnames in impls:
-                try:
-                    result = yield from _step(function(*[kwargs[n] for n in argnames]), end, hook, plugin, timeout)
-                except Exception as exc:
-                    on_error(plugin, exc, errors)
-                    if isinstance(exc, HookTimeout):
-                        break
-                    continue
-                if failing:
-                    failing.pop(plugin, None)
-                if timeout is not None and overran(plugin, start, errors):
-                    break
-                if result is not None:
-                    if first:
-                        return result
-                    results.append(result)
-            return finish(results, errors)
-
-        return call
-
     @types.coroutine
-    def observed_call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
+    def call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
         if kwargs.keys() != argset:
             raise _bad_arguments(hook, argset, kwargs)
+        args = pack(kwargs)
         results: list[Any] = []
         errors: list[Exception] = []
         start = perf_counter()
         end = None if timeout is None else start + timeout
-        for plugin, function, argnames in impls:
+        for plugin, function, same, argnames in impls:
             began = perf_counter()
+            coro = function(*args) if same else function(*[kwargs[n] for n in argnames])
             try:
-                result = yield from _step(function(*[kwargs[n] for n in argnames]), end, hook, plugin, timeout)
+                result = yield from _step(coro, end, hook, plugin, timeout)
             except Exception as exc:
-                timed_out = isinstance(exc, HookTimeout)
-                observer.on_hook(hook, plugin, perf_counter() - began, "timeout" if timed_out else "error")
-                on_error(plugin, exc, errors)
-                if timed_out:
+                late = isinstance(exc, HookTimeout)
+                if observer is not None:
+                    try:
+                        observer.on_hook(hook, plugin, perf_counter() - began, "timeout" if late else "error")
+                    except Exception:
+                        kit.observer_failed()
+                kit.error(plugin, exc, errors)
+                if late:
                     break
                 continue
-            if timeout is not None and overran(plugin, start, errors):
-                observer.on_hook(hook, plugin, perf_counter() - began, "timeout")
+            late = end is not None and perf_counter() > end
+            if observer is not None:
+                try:
+                    observer.on_hook(hook, plugin, perf_counter() - began, "timeout" if late else "ok")
+                except Exception:
+                    kit.observer_failed()
+            if late:
+                kit.timed_out(plugin, errors)
                 break
-            observer.on_hook(hook, plugin, perf_counter() - began, "ok")
             if failing:
                 failing.pop(plugin, None)
             if result is not None:
                 if first:
                     return result
                 results.append(result)
-        return finish(results, errors)
+        return kit.finish(results, errors)
 
-    return observed_call
+    return call
 
 
 def _concurrent_caller(
@@ -633,11 +786,11 @@ def _concurrent_caller(
 
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             async with anyio.create_task_group() as group:
-                for index, (plugin, function, argnames) in enumerate(impls):
+                for index, (plugin, function, _, argnames) in enumerate(impls):
                     group.start_soon(run, index, plugin, function, argnames, group)
         if scope.cancelled_caught:
             assert timeout is not None
-            for index, (plugin, _, _) in enumerate(impls):
+            for index, (plugin, *_) in enumerate(impls):
                 if not done[index]:
                     if observer is not None:
                         observer.on_hook(hook, plugin, timeout, "timeout")

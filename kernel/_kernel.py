@@ -30,6 +30,7 @@ from ._config import load_config
 from ._discovery import Candidate
 from ._discovery import from_code
 from ._dispatch import HookRelay
+from ._dispatch import Watchdog
 from ._invoke import Operation
 from ._invoke import Pipeline
 from ._lifecycle import Lifecycle
@@ -244,6 +245,10 @@ class Kernel:
         group = await stack.enter_async_context(anyio.create_task_group())
         self._exit_stack = stack
         self._lifecycle.task_group = group
+        if sniffio.current_async_library() == "asyncio":
+            watchdog = Watchdog()
+            group.start_soon(watchdog.run, name="orion hook deadline watchdog")
+            self._relay.start_watchdog(watchdog)
         try:
             await self._start()
         except BaseException:
@@ -296,6 +301,7 @@ class Kernel:
                 finally:
                     await self._lifecycle.stop_all(list(self._lifecycle.records.values()))
         finally:
+            self._relay.start_watchdog(None)
             group = self._lifecycle.task_group
             if group is not None:
                 group.cancel_scope.cancel()
