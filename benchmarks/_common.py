@@ -23,7 +23,9 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{platform.python_implementation()} {platform.python_version()} on {os.cpu_count()} x {cpu} ({sys.platform})"
+    return (
+        f"{platform.python_implementation()} {platform.python_version()} on {os.cpu_count()} x {cpu} ({sys.platform})"
+    )
 
 
 def per_call_ns(func: Callable[[], Any], number: int, repeat: int = 7) -> float:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import anyio
 import pluggy
-
 from _common import per_await_ns
 from _common import per_call_ns
 from _common import report
+
 from kernel import Kernel
 from plugin_sdk import Plugin
 from plugin_sdk import hookimpl
@@ -90,9 +90,15 @@ def raw_pluggy(n: int) -> pluggy.HookCaller:
 async def main() -> None:
     rows = []
     for n in (1, 10):
-        plain = Kernel({}, plugins=[make_plugin(i) for i in range(n)], hookspecs=[Specs], environ={}, entry_points=False)
+        plain = Kernel(
+            {}, plugins=[make_plugin(i) for i in range(n)], hookspecs=[Specs], environ={}, entry_points=False
+        )
         observed = Kernel(
-            {}, plugins=[make_plugin(i) for i in range(n)] + [Observing()], hookspecs=[Specs], environ={}, entry_points=False
+            {},
+            plugins=[make_plugin(i) for i in range(n)] + [Observing()],
+            hookspecs=[Specs],
+            environ={},
+            entry_points=False,
         )
         hook = raw_pluggy(n)
         async with plain, observed:

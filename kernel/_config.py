@@ -28,7 +28,7 @@ from plugin_sdk._plugin import is_valid_name
 from ._structure import describe
 from ._structure import field_validator
 from ._structure import issues_of
-from ._structure import make_converter
+from ._structure import shared_converter
 
 #: The file every command reads when it exists and no other is named.
 DEFAULT_CONFIG_FILE: Final = "orion.toml"
@@ -137,7 +137,7 @@ class OrionConfig:
 for _cls in (KernelSettings, PluginEntry, OrionConfig):
     attrs.resolve_types(_cls)
 
-_converter: Final = make_converter()
+_converter: Final = shared_converter
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -251,7 +251,7 @@ def structure_config(raw: object, *, origin: str | None = None, issues: list[Con
                         )
                     )
         try:
-            config = _converter.structure(data, OrionConfig)
+            config = _converter().structure(data, OrionConfig)
         except Exception as exc:
             found.extend(issues_of(exc))
     if found:
@@ -269,11 +269,11 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 def structure_settings(name: str, config_class: type, raw: Mapping[str, Any]) -> tuple[Any, list[ConfigIssue]]:
     """Structure one plugin's settings into its ``Config``; return the instance or the issues."""
     try:
-        return _converter.structure(dict(raw), config_class), []
+        return _converter().structure(dict(raw), config_class), []
     except Exception as exc:
         return None, issues_of(exc, f"plugins.{name}.settings")
 
 
 def unstructure(value: Any) -> Any:
     """Turn a settings object (or any config value) back into plain data."""
-    return _converter.unstructure(value)
+    return _converter().unstructure(value)

@@ -34,7 +34,7 @@ from plugin_sdk import Principal
 from plugin_sdk._plugin import is_valid_name
 
 from ._structure import issues_of
-from ._structure import make_converter
+from ._structure import shared_converter
 
 _EMPTY: Final[Mapping[str, Any]] = {}
 
@@ -89,7 +89,7 @@ class Pipeline:
         self._operations: dict[str, Operation] = {}
         self._middleware: list[_MiddlewareEntry] = []
         self._ranks: dict[str, int] = {}
-        self._converter = make_converter()
+        self._converter = shared_converter
         self._chain: CallNext = self._endpoint
         self._owners: dict[Any, str] = {}
         self._observer: Any = None
@@ -213,7 +213,7 @@ class Pipeline:
         operation = self._lookup(inv.operation)
         if operation.args_type is not None:
             try:
-                inv.params = self._converter.structure(dict(inv.args), operation.args_type)
+                inv.params = self._converter().structure(dict(inv.args), operation.args_type)
             except Exception as exc:
                 raise InvalidArguments(operation.name, issues_of(exc, "args")) from None
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import re
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -95,6 +96,12 @@ def _checked(inner: Callable[[Any, Any], Any], accept: tuple[type, ...], what: s
 def _is_homogeneous_tuple(kind: Any) -> bool:
     args = get_args(kind)
     return get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+@functools.cache
+def shared_converter() -> cattrs.Converter:
+    """The kernel's converter, built on first use (never at import)."""
+    return make_converter()
 
 
 def make_converter() -> cattrs.Converter:
