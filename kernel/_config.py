@@ -26,7 +26,8 @@ from plugin_sdk import ConfigIssue
 from plugin_sdk._plugin import is_valid_name
 
 from ._structure import describe
-from ._structure import field_validator
+from ._structure import NonNegativeInt
+from ._structure import PositiveFloat
 from ._structure import issues_of
 from ._structure import shared_converter
 
@@ -42,23 +43,6 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
-def _check_positive(value: float | None) -> str | None:
-    return None if value is None or value > 0 else f"must be > 0, got {value!r}"
-
-
-def _check_positive_map(value: Mapping[str, float]) -> str | None:
-    bad = {key: item for key, item in value.items() if not item > 0}
-    return f"deadlines must be > 0, got {bad!r}" if bad else None
-
-
-def _check_non_negative(value: int) -> str | None:
-    return None if value >= 0 else f"must be >= 0, got {value!r}"
-
-
-_positive: Final = field_validator(_check_positive)
-_positive_map: Final = field_validator(_check_positive_map)
-
-
 @attrs.frozen
 class KernelSettings:
     """The ``[kernel]`` table."""
@@ -66,24 +50,20 @@ class KernelSettings:
     data_dir: str = attrs.field(
         default=".orion", metadata=_doc("Directory under which each plugin gets its own data directory.")
     )
-    start_timeout: float = attrs.field(
-        default=30.0,
-        validator=_positive,
+    start_timeout: PositiveFloat = attrs.field(
+        default=PositiveFloat(30.0),
         metadata=_doc("Seconds a plugin's start() may take (per plugin: plugins.NAME.start_timeout)."),
     )
-    stop_timeout: float = attrs.field(
-        default=30.0,
-        validator=_positive,
+    stop_timeout: PositiveFloat = attrs.field(
+        default=PositiveFloat(30.0),
         metadata=_doc("Seconds a plugin's stop() and the cancelling of its tasks may take."),
     )
-    quarantine_after: int = attrs.field(
-        default=5,
-        validator=field_validator(_check_non_negative),
+    quarantine_after: NonNegativeInt = attrs.field(
+        default=NonNegativeInt(5),
         metadata=_doc("Consecutive hook failures after which a plugin is quarantined (0: never)."),
     )
-    hook_timeouts: dict[str, float] = attrs.field(
+    hook_timeouts: dict[str, PositiveFloat] = attrs.field(
         factory=dict,
-        validator=_positive_map,
         metadata=_doc("Per-hook deadline in seconds for one whole call, overriding the spec's default."),
     )
     strict: bool = attrs.field(
@@ -113,11 +93,11 @@ class PluginEntry:
     after: tuple[str, ...] | None = attrs.field(
         default=None, metadata=_doc("Plugins this one must run after, replacing the plugin's own list.")
     )
-    start_timeout: float | None = attrs.field(
-        default=None, validator=_positive, metadata=_doc("Seconds this plugin's start() may take.")
+    start_timeout: PositiveFloat | None = attrs.field(
+        default=None, metadata=_doc("Seconds this plugin's start() may take.")
     )
-    stop_timeout: float | None = attrs.field(
-        default=None, validator=_positive, metadata=_doc("Seconds this plugin's stop() may take.")
+    stop_timeout: PositiveFloat | None = attrs.field(
+        default=None, metadata=_doc("Seconds this plugin's stop() may take.")
     )
     settings: dict[str, Any] = attrs.field(
         factory=dict, metadata=_doc("The plugin's own settings, checked against its Config class.")
@@ -149,6 +129,13 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError([ConfigIssue("", f"no such file: {os.fspath(path)}")], source=os.fspath(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigIssue("", f"not valid TOML: {exc}")], source=os.fspath(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigIssue("", f"not valid UTF-8 (TOML files are UTF-8): {exc.reason} at byte {exc.start}")],
+            source=os.fspath(path),
+        ) from None
+    except ValueError as exc:  # e.g. an embedded NUL in the path
+        raise ConfigError([ConfigIssue("", f"cannot open {os.fspath(path)!r}: {exc}")], source=repr(path)) from None
     except OSError as exc:
         raise ConfigError([ConfigIssue("", f"cannot read: {exc.strerror}")], source=os.fspath(path)) from None
 

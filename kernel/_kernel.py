@@ -221,13 +221,12 @@ class Kernel:
                 load_record(record)
                 if record.manifest is not None:
                     issues.extend(configure_record(record))
-        if issues:
-            raise ConfigError(issues, source=None)
         register_hooks(self._relay, records.values())
         ranks, more = order_issues(r for r in records.values() if r.state is PluginState.CONFIGURED)
-        more.extend(timeout_issues(self._relay, self._config))
-        if more:
-            raise ConfigError(more)
+        issues.extend(more)
+        issues.extend(timeout_issues(self._relay, self._config))
+        if issues:
+            raise ConfigError(issues)
         self._lifecycle.records = records
         self._lifecycle.ranks = ranks
         self._pipeline.set_order(ranks)
@@ -252,8 +251,7 @@ class Kernel:
         try:
             await self._start()
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop()
+            await self._stop()  # shields its own stopping; leaves nothing running
             raise
         return self
 

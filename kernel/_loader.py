@@ -46,7 +46,8 @@ def candidates_for(
     if isinstance(entry_points, Mapping):
         layers.append(entry_points)
     elif entry_points:
-        wanted = [n for n, e in config.plugins.items() if e.enabled and n not in code and n not in sources]
+        # Any entry (enabled or not) not found in code or source must be an entry point.
+        wanted = [n for n in config.plugins if n not in code and n not in sources]
         if wanted or scan_all:
             layers.append(from_entry_points())
     return merge_candidates(*layers)
@@ -79,7 +80,7 @@ def build_records(
 def load_record(record: PluginRecord) -> None:
     """Import and validate one enabled plugin; a failure marks the record failed (soft)."""
     try:
-        plugin = record.candidate.load()
+        plugin = record.candidate.load()  # may run arbitrary import-time code
         manifest = Manifest.of(plugin)
         if manifest.name != record.name:
             raise ManifestError(
@@ -88,7 +89,7 @@ def load_record(record: PluginRecord) -> None:
                 f"the plugin found as {record.name!r} ({record.candidate.source}) calls itself "
                 f"{manifest.name!r}; the entry point name and the plugin name must match",
             )
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() at import must not end the kernel
         record.fail(exc, with_traceback=True)
         record.last_error = f"cannot load from {record.candidate.source}: {record.last_error}"
         log.error("plugin %s: %s", record.name, record.last_error)
@@ -110,9 +111,15 @@ def configure_record(record: PluginRecord) -> list[ConfigIssue]:
 
 
 def register_hooks(relay: HookRelay, records: Iterable[PluginRecord]) -> None:
-    """Add the plugins' own hookspecs, then register their impls; failures are soft."""
-    loaded = [r for r in records if r.manifest is not None and r.state is PluginState.CONFIGURED]
-    for record in loaded:
+    """Add the plugins' own hookspecs, then register their impls; failures are soft.
+
+    Hookspecs come from every loaded plugin, even one whose settings are
+    invalid, so that config checks of hook names see them.
+    """
+    records = list(records)
+    for record in records:
+        if record.manifest is None or record.state is PluginState.FAILED:
+            continue
         assert record.manifest is not None
         try:
             for namespace in record.manifest.hookspecs:
@@ -120,7 +127,7 @@ def register_hooks(relay: HookRelay, records: Iterable[PluginRecord]) -> None:
         except PluginError as exc:
             record.fail(PluginError(f"plugin {record.name!r}: {exc}", plugin=record.name))
             record.state = PluginState.FAILED
-    for record in loaded:
+    for record in records:
         if record.state is not PluginState.CONFIGURED:
             continue
         try:

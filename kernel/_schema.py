@@ -16,6 +16,7 @@ import attrs
 
 from ._config import OrionConfig
 from ._config import PluginEntry
+from ._structure import CONSTRAINED
 
 _PRIMITIVES: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
@@ -31,6 +32,9 @@ def type_schema(kind: Any) -> dict[str, Any]:
     """JSON Schema for one annotation (attrs classes, containers, unions, literals, enums)."""
     if kind in _PRIMITIVES:
         return dict(_PRIMITIVES[kind])
+    if kind in CONSTRAINED:
+        base, keywords = CONSTRAINED[kind]
+        return {**_PRIMITIVES[base], **keywords}
     if isinstance(kind, type) and attrs.has(kind):
         return class_schema(kind)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from typing import Final
 from typing import Literal
+from typing import NewType
 from typing import get_args
 from typing import get_origin
 
@@ -50,15 +51,16 @@ class Invalid(ValueError):
         self.subpath = subpath
 
 
-def field_validator(check: Callable[[Any], str | None]) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    """An attrs validator from ``check(value) -> problem or None``, reported at the field's path."""
+#: A float that must be > 0 (checked while structuring, so every bad field is reported).
+PositiveFloat = NewType("PositiveFloat", float)
+#: An int that must be >= 0.
+NonNegativeInt = NewType("NonNegativeInt", int)
 
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        problem = check(value)
-        if problem is not None:
-            raise Invalid(problem, subpath=attribute.alias or attribute.name)
-
-    return validate
+#: constrained type -> (base type, JSON Schema keywords)
+CONSTRAINED: Final[dict[Any, tuple[type, dict[str, Any]]]] = {
+    PositiveFloat: (float, {"exclusiveMinimum": 0}),
+    NonNegativeInt: (int, {"minimum": 0}),
+}
 
 
 def describe(value: object) -> str:
@@ -80,6 +82,16 @@ def _strict(kind: type, accept: tuple[type, ...], convert: Callable[[Any], Any])
         if not isinstance(value, accept):
             raise Mismatch(f"expected {kind.__name__}, got {describe(value)}")
         return convert(value)
+
+    return hook
+
+
+def _bounded(base: Callable[[Any, Any], Any], low: float, *, strict: bool) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, kind: Any) -> Any:
+        number = base(value, kind)
+        if not (number > low if strict else number >= low):  # also refuses NaN
+            raise Invalid(f"must be {'>' if strict else '>='} {low}, got {number!r}")
+        return number
 
     return hook
 
@@ -111,6 +123,8 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(float, _strict(float, (int, float), float))
     converter.register_structure_hook(str, _strict(str, (str,), str))
     converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
+    converter.register_structure_hook(PositiveFloat, _bounded(_strict(float, (int, float), float), 0, strict=True))
+    converter.register_structure_hook(NonNegativeInt, _bounded(_strict(int, (int,), int), 0, strict=False))
     converter.register_structure_hook_factory(_is_list, _list_hook)
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
     converter.register_structure_hook_factory(is_mapping, _mapping_hook)
@@ -169,6 +183,17 @@ def _extra(exc: ForbiddenExtraKeysError, path: str) -> Iterator[ConfigIssue]:
         yield ConfigIssue(_join(path, key), f"unknown key{hint}")
 
 
+_FIELD_IN_MESSAGE: Final = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]*)' ")
+
+
+def _named_field(exc: BaseException, cls: type) -> str | None:
+    match = _FIELD_IN_MESSAGE.match(str(exc))
+    if match is None or not attrs.has(cls):
+        return None
+    names = {a.alias or a.name for a in attrs.fields(cls)}
+    return match.group(1) if match.group(1) in names else None
+
+
 def issues_of(exc: BaseException, path: str = "") -> list[ConfigIssue]:
     """Flatten a (cattrs) structuring exception into issues with dotted paths."""
     return list(_walk(exc, path, None))
@@ -180,7 +205,10 @@ def _walk(exc: BaseException, path: str, kind: Any) -> Iterator[ConfigIssue]:
         for sub, note in with_notes:
             yield from _walk(sub, _join(path, note.name), note.type)
         for sub in without:
-            yield from _walk(sub, path, None)
+            # A validator in __init__ (attrs style: "'max_entries' must be > 0: -1"):
+            # put it at the field it names.
+            field = _named_field(sub, exc.cl)
+            yield from _walk(sub, _join(path, field) if field else path, None)
     elif isinstance(exc, IterableValidationError):
         with_notes_i, without = exc.group_exceptions()
         for sub, inote in with_notes_i:

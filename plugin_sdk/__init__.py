@@ -67,6 +67,7 @@ __all__ = [
     "InvokeError",
     "Invoker",
     "Manifest",
+    "ManifestError",
     "Middleware",
     "NoSettings",
     "NotAuthenticated",

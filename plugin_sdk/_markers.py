@@ -66,20 +66,17 @@ class SpecOptions:
 class HookSpec(Generic[P, R]):
     """A typed handle on a hook specification.  Made by :func:`hookspec`."""
 
-    __slots__ = ("function", "options")
-
     def __init__(self, function: Callable[..., Any], options: SpecOptions) -> None:
         self.function: Final = function
         self.options: Final = options
+        # help() and the docs show the hook's own docstring, not the handle class's.
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
 
     @property
     def name(self) -> str:
         """The hook's name."""
         return self.options.name
-
-    @property
-    def __doc__(self) -> str | None:  # type: ignore[override]
-        return self.function.__doc__
 
     def __repr__(self) -> str:
         kind = type(self).__name__
@@ -89,25 +86,17 @@ class HookSpec(Generic[P, R]):
 class SyncHookSpec(HookSpec[P, R]):
     """A sync hook whose call returns the list of non-``None`` results."""
 
-    __slots__ = ()
-
 
 class FirstResultHookSpec(HookSpec[P, R]):
     """A sync hook whose call returns the first non-``None`` result, or ``None``."""
-
-    __slots__ = ()
 
 
 class AsyncHookSpec(HookSpec[P, R]):
     """An async hook whose awaited call returns the list of non-``None`` results."""
 
-    __slots__ = ()
-
 
 class AsyncFirstResultHookSpec(HookSpec[P, R]):
     """An async hook whose awaited call returns the first non-``None`` result, or ``None``."""
-
-    __slots__ = ()
 
 
 _POLICIES: Final = ("fail_fast", "isolate", "collect")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -147,8 +148,8 @@ class Manifest:
             )
         name: str = raw_name  # type: ignore[assignment]
         for method in ("start", "stop"):
-            if not callable(getattr(plugin, method, None)):
-                raise ManifestError(name, method, f"a plugin needs an async {method}() method")
+            if not inspect.iscoroutinefunction(getattr(plugin, method, None)):
+                raise ManifestError(name, method, f"a plugin needs an async def {method}() method")
         version = getattr(plugin, "version", None)
         try:
             Version(version)  # type: ignore[arg-type]
@@ -156,8 +157,10 @@ class Manifest:
             raise ManifestError(name, "version", f"{version!r} is not a PEP 440 version") from None
         sdk = getattr(plugin, "sdk", None)
         try:
-            spec = SpecifierSet(sdk)  # type: ignore[arg-type]
-        except (InvalidSpecifier, TypeError):
+            if not isinstance(sdk, str) or not sdk.strip():
+                raise InvalidSpecifier(repr(sdk))
+            spec = SpecifierSet(sdk)
+        except InvalidSpecifier:
             raise ManifestError(name, "sdk", f"{sdk!r} is not a PEP 440 version specifier") from None
         if not spec.contains(SDK_VERSION, prereleases=True):
             raise ManifestError(name, "sdk", f"needs plugin_sdk {sdk}, but the running SDK is {SDK_VERSION}")
@@ -175,7 +178,7 @@ class Manifest:
         both = set(requires) & set(optional)
         if both:
             raise ManifestError(name, "optional", f"{sorted(both)} also listed in requires")
-        backends = _names(name, "backends", getattr(plugin, "backends", ()), _SERVICE)
+        backends = _names(name, "backends", getattr(plugin, "backends", ("asyncio", "trio")), _SERVICE)
         unknown = set(backends) - _BACKENDS
         if unknown or not backends:
             raise ManifestError(name, "backends", f"expected some of {sorted(_BACKENDS)}")
