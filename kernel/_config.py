@@ -25,9 +25,9 @@ from plugin_sdk import ConfigError
 from plugin_sdk import ConfigIssue
 from plugin_sdk._plugin import is_valid_name
 
-from ._structure import describe
 from ._structure import NonNegativeInt
 from ._structure import PositiveFloat
+from ._structure import describe
 from ._structure import issues_of
 from ._structure import shared_converter
 
