@@ -35,6 +35,7 @@ from plugin_sdk import hookspecs
 
 from ._config import DEFAULT_CONFIG_FILE
 from ._config import KernelSettings
+from ._config import check_config
 from ._config import unstructure
 from ._kernel import Kernel
 from ._kernel import PluginInfo
@@ -115,12 +116,17 @@ async def cmd_run(args: argparse.Namespace, env: Environment, kernel: Kernel) ->
         failed = [i for i in kernel.plugins.values() if i.enabled and i.state.value == "failed"]
         for info in failed:
             env.echo(f"plugin {info.name} failed: {info.last_error}")
-        env.echo(
+        # Announced only once the signal handlers are in place (serve's ready callback).
+        announce = (
             f"orion-kernel running: {len(running)} plugin(s) "
             f"[{', '.join(i.name for i in running) or 'none enabled'}]; press Ctrl-C to stop"
         )
-        sys.stdout.flush()
-        await kernel.serve()
+
+        def ready() -> None:
+            env.echo(announce)
+            sys.stdout.flush()
+
+        await kernel.serve(ready=ready)
     env.echo("orion-kernel stopped")
     return 0
 
@@ -184,21 +190,24 @@ def _type_label(prop: dict[str, Any]) -> str:
     return "any"
 
 
-def cmd_config_check(
-    args: argparse.Namespace, env: Environment, kernel: Kernel | None, error: ConfigError | None
-) -> int:
-    source = args.file or _config_path(args) or "(defaults)"
-    if error is not None:
+def cmd_config_check(args: argparse.Namespace, env: Environment) -> int:
+    """Every issue of the file: its shape and, for valid entries, each plugin's settings."""
+    given = args.file or _config_path(args)
+    source = given or "(defaults)"
+    config, issues = check_config(given)
+    kernel = Kernel(config, environ={})  # the environment is already applied
+    try:
+        kernel.prepare(scan_all=True)
+    except ConfigError as exc:
+        issues = [*issues, *exc.issues]
+    if issues:
         if env.json:
-            env.emit(
-                {"ok": False, "file": source, "issues": [{"path": i.path, "message": i.message} for i in error.issues]}
-            )
+            env.emit({"ok": False, "file": source, "issues": [{"path": i.path, "message": i.message} for i in issues]})
         else:
-            env.echo(f"{source}: {len(error.issues)} issue(s)")
-            for issue in error.issues:
+            env.echo(f"{source}: {len(issues)} issue(s)")
+            for issue in issues:
                 env.echo(f"  {issue}")
         return 1
-    assert kernel is not None
     failed = {n: i.last_error for n, i in kernel.plugins.items() if i.enabled and i.state.value == "failed"}
     if env.json:
         env.emit({"ok": not failed, "file": source, "issues": [], "failed_plugins": failed})
@@ -390,15 +399,17 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     args = build_parser(plugin_commands).parse_args(argv)
     env = Environment(lambda: Kernel(source), json=args.json, out=out)
     if args.command == "config" and args.action == "check":
-        if args.file is not None:
-            kernel, error = _prepared(args.file)
-        return cmd_config_check(args, env, kernel, error)
+        return cmd_config_check(args, env)
     if error is not None:
         env.echo(str(error))
         return 1
     assert kernel is not None
     _configure_logging(kernel.config.kernel)
-    return _dispatch(args, env, kernel)
+    try:
+        return _dispatch(args, env, kernel)
+    except OrionError as exc:  # e.g. PluginStartError from a strict kernel
+        env.echo(f"error: {type(exc).__name__}: {exc}")
+        return 1
 
 
 def _dispatch(args: argparse.Namespace, env: Environment, kernel: Kernel) -> int:

@@ -10,6 +10,7 @@ file's own shape (the ``kernel`` table and each ``[plugins.NAME]`` entry);
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -199,6 +200,15 @@ def load_config(
     """
     if isinstance(source, OrionConfig):
         return source
+    raw, origin = _read(source)
+    overrides, issues = env_overrides(os.environ if environ is None else environ)
+    if overrides:
+        raw = merge(raw, overrides) if isinstance(raw, Mapping) else raw
+    return structure_config(raw, origin=origin, issues=issues)
+
+
+def _read(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple[Any, str | None]:
+    """The raw config data of ``source`` and a description of where it came from."""
     origin: str | None = None
     if source is None:
         raw: Mapping[str, Any] = {}
@@ -212,38 +222,72 @@ def load_config(
     else:
         origin = os.fspath(source)
         raw = read_toml(source)
-    overrides, issues = env_overrides(os.environ if environ is None else environ)
-    if overrides:
-        raw = merge(raw, overrides)
-    return structure_config(raw, origin=origin, issues=issues)
+    return raw, origin
 
 
 def structure_config(raw: object, *, origin: str | None = None, issues: list[ConfigIssue] | None = None) -> OrionConfig:
     """Check a config dict's shape; see :func:`load_config`."""
-    found = list(issues or ())
-    config = OrionConfig()
-    if not isinstance(raw, Mapping):
-        found.append(ConfigIssue("", f"expected a table, got {describe(raw)}"))
-    else:
-        data = dict(raw)
-        plugins_raw = data.get("plugins", {})
-        if isinstance(plugins_raw, Mapping):
-            for name in plugins_raw:
-                if not is_valid_name(name):
-                    found.append(
-                        ConfigIssue(
-                            f"plugins[{name!r}]" if isinstance(name, str) else "plugins",
-                            f"{describe(name)} is not a valid plugin name "
-                            "(lowercase letters and digits, words joined by single '_')",
-                        )
-                    )
-        try:
-            config = _converter().structure(data, OrionConfig)
-        except Exception as exc:
-            found.extend(issues_of(exc))
+    config, found = structure_partial(raw)
+    found = list(issues or ()) + found
     if found:
         raise ConfigError(_dedupe(found), source=origin)
     return config
+
+
+def structure_partial(raw: object) -> tuple[OrionConfig, list[ConfigIssue]]:
+    """Structure what is valid and list what is not: the ``kernel`` table and each
+    plugin entry separately, so a check can go on to the plugins' own settings."""
+    if not isinstance(raw, Mapping):
+        return OrionConfig(), [ConfigIssue("", f"expected a table, got {describe(raw)}")]
+    found: list[ConfigIssue] = []
+    known = [field.name for field in attrs.fields(OrionConfig)]
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            found.append(ConfigIssue(str(key), f"unknown key ({hint})"))
+    kernel = KernelSettings()
+    try:
+        kernel = _converter().structure(raw.get("kernel", {}), KernelSettings)
+    except Exception as exc:
+        found.extend(issues_of(exc, "kernel"))
+    plugins: dict[str, PluginEntry] = {}
+    plugins_raw = raw.get("plugins", {})
+    if not isinstance(plugins_raw, Mapping):
+        found.append(ConfigIssue("plugins", f"expected a table, got {describe(plugins_raw)}"))
+        plugins_raw = {}
+    for name, entry in plugins_raw.items():
+        if not is_valid_name(name):
+            found.append(
+                ConfigIssue(
+                    f"plugins[{name!r}]",
+                    f"{describe(name)} is not a valid plugin name "
+                    "(lowercase letters and digits, words joined by single '_')",
+                )
+            )
+            continue
+        try:
+            plugins[name] = _converter().structure(entry, PluginEntry)
+        except Exception as exc:
+            found.extend(issues_of(exc, f"plugins.{name}"))
+    return OrionConfig(kernel=kernel, plugins=plugins), found
+
+
+def check_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[OrionConfig, list[ConfigIssue]]:
+    """Like :func:`load_config`, but returns the valid part and the issues instead of raising."""
+    try:
+        raw, _ = _read(source)
+    except ConfigError as exc:
+        return OrionConfig(), list(exc.issues)
+    overrides, issues = env_overrides(os.environ if environ is None else environ)
+    if overrides:
+        raw = merge(raw, overrides) if isinstance(raw, Mapping) else raw
+    config, found = structure_partial(raw)
+    return config, _dedupe(issues + found)
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:

@@ -44,7 +44,7 @@ class KernelContext(PluginContext[Any]):
         self._data_dir: Path | None = None
 
     @classmethod
-    def create(cls, record: PluginRecord, host: Lifecycle) -> KernelContext:
+    def _create(cls, record: PluginRecord, host: Lifecycle) -> KernelContext:
         return cls(record, host, _token=_TOKEN)
 
     def __repr__(self) -> str:

@@ -225,6 +225,10 @@ class HookRelay:
             raise
         return sorted(implemented)
 
+    def is_registered(self, plugin: object) -> bool:
+        """Whether this plugin object is registered (under any name)."""
+        return self._pm.is_registered(plugin)
+
     def unregister(self, name: str) -> None:
         """Remove a plugin's impls (no error when it was not registered)."""
         if self._pm.get_plugin(name) is not None:

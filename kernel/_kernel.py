@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -72,7 +73,7 @@ class PluginInfo:
     operations: tuple[str, ...]
 
 
-def _info(record: PluginRecord) -> PluginInfo:
+def _info(record: PluginRecord, operations: tuple[str, ...]) -> PluginInfo:
     manifest = record.manifest
     return PluginInfo(
         name=record.name,
@@ -87,7 +88,7 @@ def _info(record: PluginRecord) -> PluginInfo:
         optional=manifest.optional if manifest else (),
         provides=manifest.provides if manifest else (),
         permissions=manifest.permissions if manifest else (),
-        operations=tuple(op.name for op in record.operations),
+        operations=operations,
     )
 
 
@@ -188,7 +189,12 @@ class Kernel:
     @property
     def plugins(self) -> Mapping[str, PluginInfo]:
         """Every known plugin (enabled or not) with its state, version, source and last error."""
-        return {name: _info(rec) for name, rec in sorted(self._lifecycle.records.items())}
+        live: dict[str, list[str]] = {}
+        for op in self._pipeline.operations.values():
+            live.setdefault(op.plugin, []).append(op.name)
+        return {
+            name: _info(rec, tuple(sorted(live.get(name, ())))) for name, rec in sorted(self._lifecycle.records.items())
+        }
 
     @property
     def operations(self) -> Mapping[str, Operation]:
@@ -325,11 +331,16 @@ class Kernel:
     def _quarantine(self, name: str, error: Exception) -> None:
         self._lifecycle.quarantine(name, error)
 
-    async def serve(self) -> None:
-        """Run until SIGINT or SIGTERM (or cancellation), then return; the caller exits the kernel."""
+    async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGINT or SIGTERM (or cancellation), then return; the caller exits the kernel.
+
+        :param ready: called once the signal handlers are installed.
+        """
         import signal
 
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            if ready is not None:
+                ready()
             async for signum in signals:
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 return

@@ -429,7 +429,7 @@ class Lifecycle:
         """Start one plugin under its timeout; on failure clean up and mark it failed."""
         timeout = record.entry.start_timeout or self.start_timeout
         record.clear_registrations()
-        record.context = KernelContext.create(record, self)
+        record.context = KernelContext._create(record, self)
         record.last_error = record.error_traceback = None
         self.set_state(record, PluginState.STARTING)
         began = perf_counter()

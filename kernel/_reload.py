@@ -35,8 +35,64 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("orion.kernel")
 
 
+def _same_entry(old: PluginRecord, new: PluginRecord) -> bool:
+    # Both are enabled here, so an explicit `enabled = true` is no change.
+    return attrs.evolve(old.entry, enabled=None) == attrs.evolve(new.entry, enabled=None)
+
+
 def _only_settings_changed(old: PluginRecord, new: PluginRecord) -> bool:
-    return attrs.evolve(old.entry, settings={}) == attrs.evolve(new.entry, settings={})
+    return attrs.evolve(old.entry, settings={}, enabled=None) == attrs.evolve(new.entry, settings={}, enabled=None)
+
+
+@attrs.define
+class _Plan:
+    """What a reload will do, by plugin."""
+
+    start: list[PluginRecord] = attrs.field(factory=list)  # new records to start
+    restart: list[str] = attrs.field(factory=list)  # names among start replacing a running instance
+    retry: set[str] = attrs.field(factory=set)  # names among start that had failed before: they never block
+    reconfigure: list[tuple[PluginRecord, Any]] = attrs.field(factory=list)  # (running record, new settings)
+    stop: list[PluginRecord] = attrs.field(factory=list)  # running records to stop
+    unchanged: list[str] = attrs.field(factory=list)
+
+
+def _diff(current: dict[str, PluginRecord], fresh: dict[str, PluginRecord], issues: list[ConfigIssue]) -> _Plan:
+    plan = _Plan()
+    for name in sorted(set(current) | set(fresh)):
+        old, new = current.get(name), fresh.get(name)
+        was = old is not None and old.state in LIVE
+        now = new is not None and new.enabled
+        if was and not now:
+            assert old is not None
+            plan.stop.append(old)
+        elif now and not was:
+            assert new is not None
+            plan.start.append(new)
+            if old is not None and old.enabled:
+                plan.retry.add(name)
+        elif was and now:
+            assert old is not None
+            assert new is not None
+            assert old.manifest is not None
+            if _same_entry(old, new) and old.candidate.source == new.candidate.source:
+                plan.unchanged.append(name)
+            elif old.manifest.has_reconfigure and _only_settings_changed(old, new):
+                settings, found = structure_settings(name, old.manifest.Config, new.entry.settings)
+                issues.extend(found)
+                plan.reconfigure.append((old, settings))
+            elif not old.candidate.fresh_instances:
+                issues.append(
+                    ConfigIssue(
+                        f"plugins.{name}",
+                        "this plugin was passed in code as an instance and has no reconfigure(): "
+                        "its configuration cannot change while the kernel runs; restart the kernel",
+                    )
+                )
+            else:
+                plan.start.append(new)
+                plan.restart.append(name)
+                plan.stop.append(old)
+    return plan
 
 
 async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
@@ -48,43 +104,8 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
     candidates = candidates_for(config, kernel._code, entry_points=kernel._entry_points)
     fresh, issues = build_records(config, candidates)
     current = lc.records
-
-    start: list[PluginRecord] = []  # new records to start (added or restarted)
-    restart: list[str] = []
-    reconfigure: list[tuple[PluginRecord, Any]] = []  # (old record, new settings)
-    stop: list[PluginRecord] = []  # old records to stop (removed or restarted)
-    unchanged: list[str] = []
-    for name in sorted(set(current) | set(fresh)):
-        old, new = current.get(name), fresh.get(name)
-        was = old is not None and old.state in LIVE
-        now = new is not None and new.enabled
-        if was and not now:
-            assert old is not None
-            stop.append(old)
-        elif now and not was:
-            assert new is not None
-            start.append(new)
-        elif was and now:
-            assert old is not None and new is not None and old.manifest is not None
-            if old.entry == new.entry and old.candidate.source == new.candidate.source:
-                unchanged.append(name)
-            elif old.manifest.has_reconfigure and _only_settings_changed(old, new):
-                settings, found = structure_settings(name, old.manifest.Config, new.entry.settings)
-                issues.extend(found)
-                reconfigure.append((old, settings))
-            elif not old.candidate.fresh_instances:
-                issues.append(
-                    ConfigIssue(
-                        f"plugins.{name}",
-                        "this plugin was passed in code as an instance and has no reconfigure(): "
-                        "its configuration cannot change while the kernel runs; restart the kernel",
-                    )
-                )
-            else:
-                start.append(new)
-                restart.append(name)
-                stop.append(old)
-    for record in start:
+    plan = _diff(current, fresh, issues)
+    for record in plan.start:
         load_record(record)
         if record.state is PluginState.FAILED:
             issues.append(ConfigIssue(f"plugins.{record.name}", record.last_error or "cannot load"))
@@ -94,8 +115,10 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
         raise ConfigError(issues)
 
     # Hooks of the new instances must be valid before anything starts.
-    for record in start:
+    for record in plan.start:
         assert record.manifest is not None
+        if relay.is_registered(record.plugin):
+            continue  # the same instance, validated when it was first loaded
         try:
             for namespace in record.manifest.hookspecs:
                 relay.add_specs(namespace)
@@ -105,72 +128,83 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
         finally:
             relay.unregister(f"{record.name}.staged")
 
-    stopping = {r.name for r in stop}
+    stopping = {r.name for r in plan.stop}
     survivors = [r for r in current.values() if r.state in LIVE and r.name not in stopping]
-    after = survivors + start
+    after = survivors + plan.start
     ranks, more = order_issues(after)
     more.extend(timeout_issues(relay, config))
     if more:
         raise ConfigError(more)
-    plan = plan_start(after)
-    broken = {n: why for n, why in plan.failures.items() if n in {r.name for r in after}}
+    graph = plan_start(after)
+    broken = {n: why for n, why in graph.failures.items() if n not in plan.retry}
     if broken:
         lines = "; ".join(f"{n}: {why}" for n, why in sorted(broken.items()))
         raise ReloadError(f"the new configuration cannot run: {lines}")
 
-    # Stage: start new instances beside the old ones.
-    staged_plan = plan_start(start, external={s: r.name for s, (r, _) in lc.services.items() if r.name not in stopping})
-    await lc.start_all(start, staged_plan, stage=True)
-    failed = [r for r in start if not r.staged]
+    # Stage: start new instances beside the old ones, under the new kernel settings.
+    previous = (lc.start_timeout, lc.stop_timeout, lc.data_root)
+    lc.start_timeout = config.kernel.start_timeout
+    lc.stop_timeout = config.kernel.stop_timeout
+    lc.data_root = config.kernel.data_dir
+    external = {s: r.name for s, (r, _) in lc.services.items() if r.name not in stopping}
+    await lc.start_all(plan.start, plan_start(plan.start, external=external), stage=True)
+    failed = [r for r in plan.start if not r.staged and r.name not in plan.retry]
     done: list[tuple[PluginRecord, Any]] = []
     if not failed:
-        for old, settings in reconfigure:
+        for old, settings in plan.reconfigure:
             try:
                 outcome = old.plugin.reconfigure(settings)
                 if inspect.isawaitable(outcome):
                     await outcome
             except Exception as exc:
-                old_error = PluginError(f"reconfigure() failed: {type(exc).__name__}: {exc}", plugin=old.name)
-                failed.append(attrs.evolve(old, last_error=str(old_error)))
+                error = PluginError(f"reconfigure() failed: {type(exc).__name__}: {exc}", plugin=old.name)
+                failed.append(attrs.evolve(old, last_error=str(error)))
                 break
             done.append((old, settings))
     if failed:
-        await _roll_back(kernel, start, done)
+        lc.start_timeout, lc.stop_timeout, lc.data_root = previous
+        await _roll_back(kernel, plan.start, done)
         lines = "; ".join(f"{r.name}: {r.last_error}" for r in failed)
         raise ReloadError(f"reload rolled back, the previous plugins keep running: {lines}")
 
     # Commit: swap registrations at once, then stop what was replaced or removed.
-    for old in stop:
+    for old in plan.stop:
         lc.deactivate(old)
         relay.unregister(old.name)
+    started = [r for r in plan.start if r.staged]
+    for record in plan.start:
+        relay.unregister(record.name)  # a failed earlier attempt may still be registered
+        lc.records[record.name] = record
+    starting = {r.name for r in plan.start}
     for name, record in fresh.items():
-        if name not in current or current[name] in stop or current[name].state not in LIVE:
+        known = current.get(name)
+        if known is None:
             lc.records[name] = record
+        elif name not in starting:
+            known.entry, known.enabled = record.entry, record.enabled  # stopped or disabled: keep its history
     for old, settings in done:
         old.settings = settings
         old.entry = fresh[old.name].entry
-    for record in start:
+    for record in started:
         record.hooks = relay.register(record.name, record.plugin)
         record.staged = False
         lc.activate(record)
     lc.staged_services.clear()
-    for record in start:
+    for record in started:
         lc.set_state(record, PluginState.RUNNING)
     kernel._config = config
     relay.quarantine_after = config.kernel.quarantine_after
-    lc.start_timeout = config.kernel.start_timeout
-    lc.stop_timeout = config.kernel.stop_timeout
     lc.ranks = ranks
     kernel._pipeline.set_order(ranks)
     relay.configure(ranks=ranks, timeouts=config.kernel.hook_timeouts)
     lc.sync_dispatch()
-    await lc.stop_all(stop)
+    await lc.stop_all(plan.stop)
     report = ReloadReport(
-        started=tuple(r.name for r in start if r.name not in restart),
-        stopped=tuple(r.name for r in stop if r.name not in restart),
-        restarted=tuple(restart),
+        started=tuple(r.name for r in started if r.name not in plan.restart),
+        stopped=tuple(r.name for r in plan.stop if r.name not in plan.restart),
+        restarted=tuple(plan.restart),
         reconfigured=tuple(old.name for old, _ in done),
-        unchanged=tuple(unchanged),
+        unchanged=tuple(plan.unchanged),
     )
     log.info("reload applied: %s", report)
     return report

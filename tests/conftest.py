@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,10 +44,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test runs in its own empty directory with no ORION__ variables."""
     for name in list(os.environ):
         if name.startswith("ORION__"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield tmp_path
+    return tmp_path
