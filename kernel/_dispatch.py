@@ -13,13 +13,13 @@ argnames)`` already in order.  Whether an observer is attached is decided by
 which closure is built (the observed or the plain loop), never by a flag
 tested per call.
 
-Deadlines on async hooks are armed lazily: an impl's coroutine is first
-stepped by hand; if it finishes without suspending (the common case for a
-hook), no timer exists at all.  Only an impl that really waits gets a timer
-on the event loop, which cancels the task when the deadline passes; the
-cancellation is then turned into :class:`~plugin_sdk.HookTimeout`, the way
-``asyncio.timeout`` does it.  A cancel scope per call would cost 8x the
-whole dispatch (see benchmarks/bench_dispatch.py).
+Deadlines on async hooks arm nothing per call: a call writes ``task ->
+deadline`` into a dict and awaits its impls directly, and one
+:class:`Watchdog` task cancels the tasks whose deadline has passed; the call
+turns that cancellation into :class:`~plugin_sdk.HookTimeout`, the way
+``asyncio.timeout`` does.  A cancel scope per call would cost 8x the whole
+dispatch (see benchmarks/bench_dispatch.py); it is used only where no
+watchdog runs (trio, or hooks called outside a started kernel).
 """
 
 from __future__ import annotations
@@ -28,10 +28,7 @@ import asyncio
 import inspect
 import logging
 import types
-from collections.abc import Awaitable
 from collections.abc import Callable
-from collections.abc import Coroutine
-from collections.abc import Generator
 from collections.abc import Iterable
 from collections.abc import Mapping
 from operator import itemgetter
@@ -39,28 +36,24 @@ from time import perf_counter
 from typing import Any
 from typing import Final
 from typing import TypeVar
-from typing import overload
 
 import anyio
 import pluggy
 
-from plugin_sdk import AsyncFirstResultHookSpec
-from plugin_sdk import AsyncHookSpec
 from plugin_sdk import DispatchObserver
-from plugin_sdk import FirstResultHookSpec
 from plugin_sdk import HookFailed
 from plugin_sdk import HookSpec
 from plugin_sdk import HookTimeout
 from plugin_sdk import OrionError
+from plugin_sdk import Outcome
 from plugin_sdk import Plugin
 from plugin_sdk import PluginError
-from plugin_sdk import SyncHookSpec
 from plugin_sdk import hookspecs as sdk_hookspecs
 from plugin_sdk._markers import PROJECT
 from plugin_sdk._markers import P
 from plugin_sdk._markers import spec_handles
 
-R = TypeVar("R")
+T = TypeVar("T")
 log: Final = logging.getLogger("orion.kernel.dispatch")
 
 #: (plugin name, function, takes exactly the spec's arguments in order, its argument names),
@@ -150,6 +143,7 @@ class HookRelay:
         #: consecutive failures of each plugin that has failed since its last success
         self._failing: dict[str, int] = {}
         self._watchdog: Watchdog | None = None
+        self._listeners: list[Callable[[DispatchObserver | None], None]] = []
         self.quarantine_after = quarantine_after
         self._on_quarantine = on_quarantine
         self.add_specs(sdk_hookspecs)
@@ -183,6 +177,7 @@ class HookRelay:
             self._pm.add_hookspecs(carrier)
             for spec in handles:
                 self._specs.setdefault(spec.name, spec)
+            self._rebuild()
         return [spec.name for spec in handles]
 
     def register(self, name: str, plugin: object) -> list[str]:
@@ -306,6 +301,13 @@ class HookRelay:
         else:
             self._observer = _Observers(self._observers, self.remove_observer)
         self._callers = {spec: self._build(spec) for spec in self._specs.values()}
+        for listener in self._listeners:
+            listener(self._observer)
+
+    def on_observer_change(self, listener: Callable[[DispatchObserver | None], None]) -> None:
+        """Call ``listener(observer)`` now and whenever the combined observer changes (the invoke pipeline)."""
+        self._listeners.append(listener)
+        listener(self._observer)
 
     def observer_failed(self, observer: DispatchObserver) -> None:
         """An observer raised (the exception is being handled): log it and detach it."""
@@ -315,7 +317,7 @@ class HookRelay:
         self.remove_observer(observer)
 
     def start_watchdog(self, watchdog: Watchdog | None) -> None:
-        """Use ``watchdog`` for async deadlines (asyncio), or the lazy per-call path (``None``)."""
+        """Use ``watchdog`` for async deadlines (asyncio), or one cancel scope per call (``None``)."""
         self._watchdog = watchdog
         self._rebuild()
 
@@ -361,30 +363,21 @@ class HookRelay:
 
     # -- calling -------------------------------------------------------------------
 
-    @overload
-    def call(
-        self, spec: AsyncFirstResultHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Awaitable[R | None]: ...
-    @overload
-    def call(self, spec: AsyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[list[R]]: ...
-    @overload
-    def call(self, spec: FirstResultHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R | None: ...
-    @overload
-    def call(self, spec: SyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> list[R]: ...
-    def call(self, spec: HookSpec[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+    def call(self, spec: HookSpec[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call hook ``spec`` with keyword arguments.
 
         Sync specs return the list of non-``None`` results (or the first one
         for ``firstresult`` specs); async specs return an awaitable of the same.
         Failures follow the spec's policy; see :class:`plugin_sdk.SpecOptions`.
 
-        :raises TypeError: positional arguments, or argument names that do not
-            match the spec (mypy reports both before the code runs).
+        :raises TypeError: argument names that do not match the spec (mypy
+            reports them as ``[call-arg]`` before the code runs), or positional
+            arguments (refused at run time only: a ParamSpec cannot forbid them).
         :raises KeyError: ``spec`` was never added to this kernel.
         """
         if args:
             raise TypeError(f"hook {spec.name!r} takes keyword arguments only")
-        return self._callers[spec](kwargs)
+        return self._callers[spec](kwargs)  # type: ignore[no-any-return]
 
 
 # -- the call loops -------------------------------------------------------------
@@ -422,10 +415,16 @@ class _Kit:
             raise _exception_group(self.hook, errors)
         return None if self.first else results
 
-    def observer_failed(self) -> None:
+    def observer_failed(self) -> Callable[..., None]:
+        """Detach the observer that just raised; returns what to call instead for the rest of the call."""
         observer = self.relay.observer
         if observer is not None:
             self.relay.observer_failed(observer)
+        return _ignore
+
+
+def _ignore(*args: Any) -> None:
+    return None
 
 
 def _packer(argnames: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -464,11 +463,11 @@ def _sync_caller(
                 except Exception as exc:
                     kit.error(plugin, exc, errors)
                     continue
-                if failing:
-                    failing.pop(plugin, None)
                 if timeout is not None and perf_counter() - start > timeout:
                     kit.timed_out(plugin, errors)
                     break
+                if failing:
+                    failing.pop(plugin, None)
                 if result is not None:
                     if first:
                         return result
@@ -480,6 +479,7 @@ def _sync_caller(
     on_hook = observer.on_hook
 
     def observed_call(kwargs: Mapping[str, Any]) -> Any:
+        nonlocal on_hook
         if kwargs.keys() != argset:
             raise _bad_arguments(hook, argset, kwargs)
         args = pack(kwargs)
@@ -494,7 +494,7 @@ def _sync_caller(
                 try:
                     on_hook(hook, plugin, ended - began, "error")
                 except Exception:
-                    kit.observer_failed()
+                    on_hook = kit.observer_failed()
                 began = ended
                 kit.error(plugin, exc, errors)
                 continue
@@ -503,7 +503,7 @@ def _sync_caller(
             try:
                 on_hook(hook, plugin, ended - began, "timeout" if late else "ok")
             except Exception:
-                kit.observer_failed()
+                on_hook = kit.observer_failed()
             began = ended
             if late:
                 kit.timed_out(plugin, errors)
@@ -553,9 +553,9 @@ class Watchdog:
 def _async_caller(
     relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
 ) -> Caller:
-    watchdog = relay._watchdog
-    if watchdog is None or timeout is None:
-        return _lazy_async_caller(relay, spec, impls, timeout)
+    """Sequential async dispatch.  The deadline, when there is one, is enforced
+    by the watchdog (asyncio, kernel started) or else by one anyio cancel scope
+    around the whole call (trio, or hooks called outside a started kernel)."""
     kit = _Kit(relay, spec, timeout)
     hook = spec.name
     argset = frozenset(spec.options.argnames)
@@ -564,199 +564,38 @@ def _async_caller(
     failing = relay._failing
     observer = relay.observer
     on_hook = observer.on_hook if observer is not None else None
-    deadlines, expired = watchdog.deadlines, watchdog.expired
-    current_task = asyncio.current_task
+    watchdog = relay._watchdog
 
-    @types.coroutine
-    def call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
-        if kwargs.keys() != argset:
-            raise _bad_arguments(hook, argset, kwargs)
+    async def loop(
+        kwargs: Mapping[str, Any], start: float, results: list[Any], errors: list[Exception], state: list[str]
+    ) -> Any:
+        # results, errors and state[0] (the plugin whose impl is running) are
+        # the caller's, so what was gathered survives a cancellation
+        nonlocal on_hook
         args = pack(kwargs)
-        results: list[Any] = []
-        errors: list[Exception] = []
-        task = current_task()
-        if task is None:
-            raise RuntimeError(f"hook {hook!r}: async hooks must be called from a task")
-        began = start = perf_counter()
-        end = start + timeout
-        outer = deadlines.get(task)
-        deadlines[task] = end if outer is None or end < outer else outer
-        cancelling = task.cancelling()
-        plugin = ""
-        try:
-            for plugin, function, same, argnames in impls:
-                try:
-                    result = yield from (function(*args) if same else function(*[kwargs[n] for n in argnames]))
-                except Exception as exc:
-                    if on_hook is not None:
-                        ended = perf_counter()
-                        try:
-                            on_hook(hook, plugin, ended - began, "error")
-                        except Exception:
-                            kit.observer_failed()
-                        began = ended
-                    kit.error(plugin, exc, errors)
-                    continue
+        began = start
+        for plugin, function, same, argnames in impls:
+            state[0] = plugin
+            try:
+                result = await (function(*args) if same else function(*[kwargs[n] for n in argnames]))
+            except Exception as exc:
                 if on_hook is not None:
                     ended = perf_counter()
                     try:
-                        on_hook(hook, plugin, ended - began, "ok")
+                        on_hook(hook, plugin, ended - began, "error")
                     except Exception:
-                        kit.observer_failed()
+                        on_hook = kit.observer_failed()
                     began = ended
-                if failing:
-                    failing.pop(plugin, None)
-                if result is not None:
-                    if first:
-                        return result
-                    results.append(result)
-        except asyncio.CancelledError:
-            # Ours only if the watchdog fired for *this* call's deadline and
-            # nobody else cancelled the task meanwhile.
-            if task not in expired or perf_counter() < end:
-                raise
-            expired.discard(task)
-            if task.uncancel() > cancelling:
-                raise
-            if on_hook is not None:
-                try:
-                    on_hook(hook, plugin, perf_counter() - began, "timeout")
-                except Exception:
-                    kit.observer_failed()
-            kit.timed_out(plugin, errors)
-            return kit.finish(results, errors)
-        finally:
-            if outer is None:
-                deadlines.pop(task, None)
-            else:
-                deadlines[task] = outer
-            if task in expired and perf_counter() >= end:
-                # An impl swallowed our cancellation: take it back all the same.
-                expired.discard(task)
-                task.uncancel()
-        # Impls that never wait cannot be cancelled; an overrun shows at the end.
-        if perf_counter() > end:
-            kit.timed_out(plugin, errors)
-        return kit.finish(results, errors)
-
-    return call
-
-
-def _step(
-    coro: Coroutine[Any, Any, Any], end: float | None, hook: str, plugin: str, timeout: float | None
-) -> Generator[Any, Any, Any]:
-    """Await ``coro`` from inside a ``types.coroutine`` loop, arming its deadline lazily.
-
-    Used where no watchdog runs (trio, or hooks called outside a started
-    kernel): the first step runs here, and only a coroutine that suspends
-    gets a timer (an asyncio timer handle, or an anyio cancel scope on trio).
-    """
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    if end is None:
-        return (yield from _delegate(coro, yielded))
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio (trio): anyio's cancel scope, armed only now
-        return (yield from _delegate_scoped(coro, yielded, end, hook, plugin, timeout))
-    task = asyncio.current_task()
-    assert task is not None
-    assert timeout is not None
-    cancelling = task.cancelling()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    handle = loop.call_later(max(end - perf_counter(), 0.0), expire)
-    try:
-        value = yield from _delegate(coro, yielded)
-    except asyncio.CancelledError:
-        if expired and task.uncancel() <= cancelling:
-            raise HookTimeout(hook, plugin, timeout) from None
-        raise
-    finally:
-        handle.cancel()
-    if expired:  # the impl swallowed our cancellation: take it back all the same
-        task.uncancel()
-    return value
-
-
-def _delegate(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """``yield from coro`` for a coroutine that has already been stepped once."""
-    try:
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # a cancellation or error thrown in by the task
-                yielded = coro.throw(exc)
-            else:
-                yielded = coro.send(sent)
-    except StopIteration as stop:
-        return stop.value
-
-
-def _delegate_scoped(
-    coro: Coroutine[Any, Any, Any], yielded: Any, end: float, hook: str, plugin: str, timeout: float | None
-) -> Generator[Any, Any, Any]:
-    assert timeout is not None
-    # The awaits happen inside _delegate, through yield from.
-    with anyio.move_on_after(max(end - perf_counter(), 0.0)) as scope:  # noqa: ASYNC100
-        return (yield from _delegate(coro, yielded))
-    assert scope.cancelled_caught
-    raise HookTimeout(hook, plugin, timeout)
-
-
-def _lazy_async_caller(
-    relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
-) -> Caller:
-    """Async dispatch without a watchdog: per impl, a timer only if it suspends."""
-    kit = _Kit(relay, spec, timeout)
-    hook = spec.name
-    argset = frozenset(spec.options.argnames)
-    pack = _packer(spec.options.argnames)
-    first = spec.options.firstresult
-    failing = relay._failing
-    observer = relay.observer
-
-    @types.coroutine
-    def call(kwargs: Mapping[str, Any]) -> Generator[Any, Any, Any]:
-        if kwargs.keys() != argset:
-            raise _bad_arguments(hook, argset, kwargs)
-        args = pack(kwargs)
-        results: list[Any] = []
-        errors: list[Exception] = []
-        start = perf_counter()
-        end = None if timeout is None else start + timeout
-        for plugin, function, same, argnames in impls:
-            began = perf_counter()
-            coro = function(*args) if same else function(*[kwargs[n] for n in argnames])
-            try:
-                result = yield from _step(coro, end, hook, plugin, timeout)
-            except Exception as exc:
-                late = isinstance(exc, HookTimeout)
-                if observer is not None:
-                    try:
-                        observer.on_hook(hook, plugin, perf_counter() - began, "timeout" if late else "error")
-                    except Exception:
-                        kit.observer_failed()
                 kit.error(plugin, exc, errors)
-                if late:
-                    break
                 continue
-            late = end is not None and perf_counter() > end
-            if observer is not None:
+            late = timeout is not None and perf_counter() - start > timeout  # an impl that never waited
+            if on_hook is not None:
+                ended = perf_counter()
                 try:
-                    observer.on_hook(hook, plugin, perf_counter() - began, "timeout" if late else "ok")
+                    on_hook(hook, plugin, ended - began, "timeout" if late else "ok")
                 except Exception:
-                    kit.observer_failed()
+                    on_hook = kit.observer_failed()
+                began = ended
             if late:
                 kit.timed_out(plugin, errors)
                 break
@@ -768,7 +607,79 @@ def _lazy_async_caller(
                 results.append(result)
         return kit.finish(results, errors)
 
-    return call
+    def cancelled(plugin: str, began: float, results: list[Any], errors: list[Exception]) -> Any:
+        if on_hook is not None:
+            try:
+                on_hook(hook, plugin, perf_counter() - began, "timeout")
+            except Exception:
+                kit.observer_failed()
+        kit.timed_out(plugin, errors)
+        return kit.finish(results, errors)
+
+    if timeout is None:
+
+        async def call(kwargs: Mapping[str, Any]) -> Any:
+            if kwargs.keys() != argset:
+                raise _bad_arguments(hook, argset, kwargs)
+            return await loop(kwargs, perf_counter(), [], [], [""])
+
+        return call
+
+    if watchdog is None:
+
+        async def scoped_call(kwargs: Mapping[str, Any]) -> Any:
+            if kwargs.keys() != argset:
+                raise _bad_arguments(hook, argset, kwargs)
+            results: list[Any] = []
+            errors: list[Exception] = []
+            state = [""]
+            start = perf_counter()
+            with anyio.move_on_after(timeout) as scope:
+                return await loop(kwargs, start, results, errors, state)
+            assert scope.cancelled_caught
+            return cancelled(state[0], start, results, errors)
+
+        return scoped_call
+
+    deadlines, expired = watchdog.deadlines, watchdog.expired
+    current_task = asyncio.current_task
+
+    async def watched_call(kwargs: Mapping[str, Any]) -> Any:
+        if kwargs.keys() != argset:
+            raise _bad_arguments(hook, argset, kwargs)
+        task = current_task()
+        if task is None:
+            raise RuntimeError(f"hook {hook!r}: async hooks must be called from a task")
+        results: list[Any] = []
+        errors: list[Exception] = []
+        state = [""]
+        start = perf_counter()
+        end = start + timeout
+        outer = deadlines.get(task)
+        deadlines[task] = end if outer is None or end < outer else outer
+        cancelling = task.cancelling()
+        try:
+            return await loop(kwargs, start, results, errors, state)
+        except asyncio.CancelledError:
+            # Ours only if the watchdog fired for *this* call's deadline and
+            # nobody else cancelled the task meanwhile.
+            if task not in expired or perf_counter() < end:
+                raise
+            expired.discard(task)
+            if task.uncancel() > cancelling:
+                raise
+            return cancelled(state[0], start, results, errors)
+        finally:
+            if outer is None:
+                deadlines.pop(task, None)
+            else:
+                deadlines[task] = outer
+            if task in expired and perf_counter() >= end:
+                # An impl swallowed our cancellation: take it back all the same.
+                expired.discard(task)
+                task.uncancel()
+
+    return watched_call
 
 
 def _concurrent_caller(
@@ -784,6 +695,17 @@ def _concurrent_caller(
         if kwargs.keys() != argset:
             raise _bad_arguments(hook, argset, kwargs)
         observer = relay.observer
+
+        def notify(plugin: str, duration: float, outcome: Outcome) -> None:
+            nonlocal observer
+            if observer is None:
+                return
+            try:
+                observer.on_hook(hook, plugin, duration, outcome)
+            except Exception:
+                relay.observer_failed(observer)
+                observer = None
+
         outcomes: list[Any] = [None] * len(impls)
         done = [False] * len(impls)
         errors: list[Exception] = []
@@ -796,16 +718,14 @@ def _concurrent_caller(
                 outcomes[index] = await function(*[kwargs[n] for n in argnames])
             except Exception as exc:
                 done[index] = True
-                if observer is not None:
-                    observer.on_hook(hook, plugin, perf_counter() - began, "error")
+                notify(plugin, perf_counter() - began, "error")
                 errors.append(failed(hook, plugin, exc))
                 if policy == "fail_fast":
                     group.cancel_scope.cancel()
                 return
             done[index] = True
             relay.succeeded(plugin)
-            if observer is not None:
-                observer.on_hook(hook, plugin, perf_counter() - began, "ok")
+            notify(plugin, perf_counter() - began, "ok")
 
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             async with anyio.create_task_group() as group:
@@ -815,8 +735,7 @@ def _concurrent_caller(
             assert timeout is not None
             for index, (plugin, *_) in enumerate(impls):
                 if not done[index]:
-                    if observer is not None:
-                        observer.on_hook(hook, plugin, timeout, "timeout")
+                    notify(plugin, timeout, "timeout")
                     errors.append(failed(hook, plugin, HookTimeout(hook, plugin, timeout)))
         if errors and policy == "fail_fast":
             raise errors[0]

@@ -22,6 +22,7 @@ import attrs
 
 from plugin_sdk import CallNext
 from plugin_sdk import ConfigIssue
+from plugin_sdk import DispatchObserver
 from plugin_sdk import Handler
 from plugin_sdk import InvalidArguments
 from plugin_sdk import Invocation
@@ -29,6 +30,7 @@ from plugin_sdk import Middleware
 from plugin_sdk import OperationFailed
 from plugin_sdk import OperationNotFound
 from plugin_sdk import OrionError
+from plugin_sdk import Outcome
 from plugin_sdk import PluginError
 from plugin_sdk import Principal
 from plugin_sdk._plugin import is_valid_name
@@ -60,16 +62,22 @@ class _MiddlewareEntry:
 
 
 class _Link:
-    """One middleware bound to the rest of the chain."""
+    """One middleware bound to the rest of the chain; names its plugin when it fails."""
 
-    __slots__ = ("_function", "_next")
+    __slots__ = ("_function", "_next", "_plugin")
 
-    def __init__(self, function: Middleware, next_: CallNext) -> None:
+    def __init__(self, function: Middleware, next_: CallNext, plugin: str) -> None:
         self._function = function
         self._next = next_
+        self._plugin = plugin
 
-    def __call__(self, inv: Invocation) -> Awaitable[Any]:
-        return self._function(inv, self._next)
+    async def __call__(self, inv: Invocation) -> Any:
+        try:
+            return await self._function(inv, self._next)
+        except OrionError:
+            raise  # an SDK error on purpose, or an inner link's OperationFailed
+        except Exception as exc:
+            raise OperationFailed(inv.operation, self._plugin, exc) from exc
 
 
 def _is_async(handler: object) -> bool:
@@ -91,8 +99,9 @@ class Pipeline:
         self._ranks: dict[str, int] = {}
         self._converter = shared_converter
         self._chain: CallNext = self._endpoint
-        self._owners: dict[Any, str] = {}
         self._observer: Any = None
+        #: told about an observer that raised (the kernel detaches it)
+        self._observer_failed: Callable[[Any], None] = lambda observer: None
         self.invoke: Callable[..., Awaitable[Any]] = self._invoke_plain
 
     @property
@@ -175,7 +184,7 @@ class Pipeline:
         self._ranks = dict(ranks)
         self._rebuild()
 
-    def set_observer(self, observer: Any) -> None:
+    def set_observer(self, observer: DispatchObserver | None) -> None:
         """Install the plain or the observed entry point."""
         self._observer = observer
         self.invoke = self._invoke_plain if observer is None else self._invoke_observed
@@ -191,7 +200,7 @@ class Pipeline:
     def _rebuild(self) -> None:
         chain: CallNext = self._endpoint
         for entry in reversed(self._sorted_middleware()):
-            chain = _Link(entry.function, chain)
+            chain = _Link(entry.function, chain, entry.plugin)
         self._chain = chain
         # code object -> plugin, to name the middleware an exception came from
         self._owners = {
@@ -239,36 +248,22 @@ class Pipeline:
     async def _invoke_plain(
         self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
     ) -> Any:
-        inv = self._prepare(name, args, principal)
-        try:
-            return await self._chain(inv)
-        except OrionError:
-            raise
-        except Exception as exc:
-            raise self._middleware_failed(name, exc) from exc
+        # Every error arrives typed: the endpoint wraps the handler's, each
+        # link wraps its middleware's.
+        return await self._chain(self._prepare(name, args, principal))
 
     async def _invoke_observed(
         self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
     ) -> Any:
         began = perf_counter()
+        outcome: Outcome = "error"
         try:
-            inv = self._prepare(name, args, principal)
-            result = await self._chain(inv)
-        except OrionError:
-            self._observer.on_invoke(name, perf_counter() - began, "error")
-            raise
-        except Exception as exc:
-            self._observer.on_invoke(name, perf_counter() - began, "error")
-            raise self._middleware_failed(name, exc) from exc
-        self._observer.on_invoke(name, perf_counter() - began, "ok")
-        return result
-
-    def _middleware_failed(self, name: str, exc: Exception) -> OperationFailed:
-        # The handler's own errors are wrapped at the endpoint; what arrives
-        # here raw came from a middleware: name the innermost one in the traceback.
-        plugin = "?"
-        tb = exc.__traceback__
-        while tb is not None:
-            plugin = self._owners.get(tb.tb_frame.f_code, plugin)
-            tb = tb.tb_next
-        return OperationFailed(name, plugin, exc)
+            result = await self._chain(self._prepare(name, args, principal))
+            outcome = "ok"
+            return result
+        finally:
+            observer = self._observer
+            try:
+                observer.on_invoke(name, perf_counter() - began, outcome)
+            except Exception:
+                self._observer_failed(observer)

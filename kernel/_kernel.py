@@ -150,6 +150,8 @@ class Kernel:
         for namespace in hookspecs:
             self._relay.add_specs(namespace)
         self._pipeline = Pipeline()
+        self._pipeline._observer_failed = self._relay.observer_failed
+        self._relay.on_observer_change(self._pipeline.set_observer)
         self._lifecycle = Lifecycle(
             self._relay,
             self._pipeline,

@@ -119,7 +119,21 @@ def plugin_ranks(records: Iterable[PluginRecord]) -> tuple[dict[str, int], list[
         for other in after_list:
             if other in recs:
                 after[name].add(other)
-    key = {name: (-prio(name), name) for name in recs}
+    # A plugin that must run before another takes on that one's priority when
+    # higher, so "c before b" with b urgent moves c up rather than b down.
+    successors: dict[str, set[str]] = {name: set() for name in recs}
+    for name, deps in after.items():
+        for dep in deps:
+            successors[dep].add(name)
+    effective: dict[str, int] = {}
+
+    def urgency(name: str, seen: frozenset[str] = frozenset()) -> int:
+        if name not in effective:
+            inherited = [urgency(nxt, seen | {name}) for nxt in successors[name] if nxt not in seen | {name}]
+            effective[name] = max([prio(name), *inherited])
+        return effective[name]
+
+    key = {name: (-urgency(name), -prio(name), name) for name in recs}
     order: list[str] = []
     placed: set[str] = set()
     pending = dict(after)
@@ -319,7 +333,6 @@ class Lifecycle:
             self.services[service] = (record, obj)
         for observer in record.observers:
             self.relay.add_observer(observer)
-        self.pipeline.set_observer(self.relay.observer)
 
     def deactivate(self, record: PluginRecord) -> None:
         """Withdraw everything ``record`` registered (idempotent).
@@ -333,7 +346,6 @@ class Lifecycle:
             del self.services[service]
         for observer in record.observers:
             self.relay.remove_observer(observer)
-        self.pipeline.set_observer(self.relay.observer)
 
     # -- tasks -----------------------------------------------------------------------
 

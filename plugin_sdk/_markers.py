@@ -10,6 +10,7 @@ against the spec (pluggy#191) and knows the result type.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Coroutine
 from typing import Any
@@ -34,6 +35,7 @@ Participants = Literal["running", "loaded"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -63,8 +65,14 @@ class SpecOptions:
     argnames: tuple[str, ...]
 
 
-class HookSpec(Generic[P, R]):
-    """A typed handle on a hook specification.  Made by :func:`hookspec`."""
+class HookSpec(Generic[P, T]):
+    """A typed handle on a hook specification.  Made by :func:`hookspec`.
+
+    ``P`` is the spec's parameters and ``T`` what a call returns, so that
+    ``kernel.hooks.call(spec, **kwargs)`` is one plain generic signature and
+    mypy reports a wrong argument name as ``[call-arg]`` and a wrong type as
+    ``[arg-type]``.
+    """
 
     def __init__(self, function: Callable[..., Any], options: SpecOptions) -> None:
         self.function: Final = function
@@ -83,19 +91,19 @@ class HookSpec(Generic[P, R]):
         return f"<{kind} {self.options.name}({', '.join(self.options.argnames)})>"
 
 
-class SyncHookSpec(HookSpec[P, R]):
+class SyncHookSpec(HookSpec[P, list[R]], Generic[P, R]):
     """A sync hook whose call returns the list of non-``None`` results."""
 
 
-class FirstResultHookSpec(HookSpec[P, R]):
+class FirstResultHookSpec(HookSpec[P, R | None], Generic[P, R]):
     """A sync hook whose call returns the first non-``None`` result, or ``None``."""
 
 
-class AsyncHookSpec(HookSpec[P, R]):
+class AsyncHookSpec(HookSpec[P, Awaitable[list[R]]], Generic[P, R]):
     """An async hook whose awaited call returns the list of non-``None`` results."""
 
 
-class AsyncFirstResultHookSpec(HookSpec[P, R]):
+class AsyncFirstResultHookSpec(HookSpec[P, Awaitable[R | None]], Generic[P, R]):
     """An async hook whose awaited call returns the first non-``None`` result, or ``None``."""
 
 

@@ -743,11 +743,6 @@ def test_running_participants_hook_reaches_no_plugin_before_start() -> None:
     assert kernel.hooks.call(Specs.ping, x=1) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: HookRelay.call raises KeyError for a spec it holds until configure() builds the callers "
-    "(kernel/_dispatch.py: add_specs/__init__ never call _rebuild)",
-    strict=True,
-)
 def test_builtin_hook_can_be_called_before_the_kernel_is_prepared() -> None:
     kernel = make_kernel()
 
@@ -758,11 +753,6 @@ def test_builtin_hook_can_be_called_before_the_kernel_is_prepared() -> None:
     assert result == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: a bare HookRelay cannot call the specs it was given without an explicit configure() "
-    "(kernel/_dispatch.py: add_specs does not rebuild the callers)",
-    strict=True,
-)
 def test_standalone_relay_calls_specs_it_was_given() -> None:
     relay = HookRelay()
     relay.add_specs(Specs)
@@ -770,12 +760,6 @@ def test_standalone_relay_calls_specs_it_was_given() -> None:
     assert relay.call(Specs.roll_call) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: an async hook call is a generator-based coroutine, so anyio's start_soon refuses it "
-    "(kernel/_dispatch.py: _async_caller returns a types.coroutine generator; the concurrent caller "
-    "is a real coroutine)",
-    strict=True,
-)
 async def test_async_hook_call_can_run_as_a_task() -> None:
     done: list[int] = []
 
@@ -884,12 +868,6 @@ async def test_order_applies_to_async_hooks_too() -> None:
         assert await kernel.hooks.call(Specs.aping, x=0) == ["b", "c", "a"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a plugin that must run before a high-priority plugin does not move up with it, so an "
-    "unconstrained lower-priority plugin runs before the high-priority one (kernel/_lifecycle.py: "
-    "plugin_ranks picks the best *ready* plugin greedily)",
-    strict=True,
-)
 async def test_higher_priority_still_wins_over_an_unrelated_plugin_when_before_applies() -> None:
     low = make_plugin("a_low", ping=lambda self, x: "a_low")
     high = make_plugin("b_high", priority=3, ping=lambda self, x: "b_high")
@@ -1331,16 +1309,10 @@ async def test_impl_with_an_inner_task_group_times_out(anyio_backend: str, start
             await call()
 
 
-_TRIO_SCOPE_BUG = pytest.mark.xfail(
-    reason="BUG: under trio the deadline's cancel scope is entered after the impl's first step, so an impl "
-    "whose first step opened a cancel scope (anyio.sleep(d > 0), move_on_after, ...) corrupts trio's "
-    "cancel-scope stack: RuntimeError wrapped in HookFailed (kernel/_dispatch.py: _step/_delegate_scoped)",
-    strict=True,
-)
 SLEEPING_DEADLINE_PATHS = pytest.mark.parametrize(
     ("anyio_backend", "started"),
-    [("asyncio", True), ("asyncio", False), pytest.param("trio", True, marks=_TRIO_SCOPE_BUG)],
-    ids=["asyncio-watchdog", "asyncio-lazy-timer", "trio-cancel-scope"],
+    [("asyncio", True), ("asyncio", False), ("trio", True)],
+    ids=["asyncio-watchdog", "asyncio-cancel-scope", "trio-cancel-scope"],
 )
 
 
@@ -1363,44 +1335,6 @@ async def test_impl_that_sleeps_past_the_deadline_raises_hook_timeout(anyio_back
     async with deadline_call(started, oversleeps) as (_, call):
         with pytest.raises(HookTimeout):
             await call()
-
-
-def spy_on_call_later(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the delay of every ``call_later`` on the running asyncio loop."""
-    loop = asyncio.get_running_loop()
-    real = loop.call_later
-    delays: list[float] = []
-
-    def call_later(delay: float, callback: Callable[..., object], *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
-        delays.append(delay)
-        return real(delay, callback, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "call_later", call_later)
-    return delays
-
-
-async def test_lazy_deadline_arms_no_timer_for_an_impl_that_never_suspends(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def instant(self: object, x: int) -> int:
-        return x
-
-    armed = spy_on_call_later(monkeypatch)
-    async with deadline_call(False, instant) as (_, call):
-        assert await call() == [1]
-
-    assert armed == []
-
-
-async def test_lazy_deadline_arms_one_timer_once_the_impl_suspends(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def yields(self: object, x: int) -> int:
-        await anyio.sleep(0)  # noqa: ASYNC115 - a real suspension, which arms the lazy deadline
-        return x
-
-    armed = spy_on_call_later(monkeypatch)
-    async with deadline_call(False, yields) as (_, call):
-        assert await call() == [1]
-
-    assert len(armed) == 1
-    assert 0 <= armed[0] <= 0.1
 
 
 async def test_nested_hook_call_timing_out_leaves_the_outer_call_running() -> None:
@@ -1487,24 +1421,9 @@ async def test_async_impl_that_blocks_without_suspending_is_detected_after_it_re
     assert caught.value.plugin == "busy"
 
 
-_SYNC_OVERRUN_COUNT_BUG = pytest.mark.xfail(
-    reason="BUG: without an observer, a sync impl that returns past the deadline first resets its failure "
-    "count (failing.pop) and then counts the timeout, so consecutive_failures stays at 1 and it is never "
-    "quarantined (kernel/_dispatch.py: _sync_caller, plain loop)",
-    strict=True,
-)
-_WATCHDOG_OVERRUN_BUG = pytest.mark.xfail(
-    reason="BUG: with the asyncio watchdog, an async impl that blocks past the deadline without suspending is "
-    "only noticed after the loop: its count is reset on success first, the impls after it still run, and the "
-    "timeout is blamed on the last impl (kernel/_dispatch.py: _async_caller, 'if perf_counter() > end' after "
-    "the loop)",
-    strict=True,
-)
-
-
 BLOCKING_PATHS = pytest.mark.parametrize(
     "anyio_backend",
-    [pytest.param("asyncio", marks=_WATCHDOG_OVERRUN_BUG), "trio"],
+    ["asyncio", "trio"],
 )
 
 
@@ -1817,9 +1736,7 @@ async def test_async_timeouts_count_towards_quarantine() -> None:
         assert kernel.plugins["hung"].state is PluginState.QUARANTINED
 
 
-@pytest.mark.parametrize(
-    "observed", [pytest.param(False, marks=_SYNC_OVERRUN_COUNT_BUG), True], ids=["plain", "observed"]
-)
+@pytest.mark.parametrize("observed", [False, True], ids=["plain", "observed"])
 async def test_sync_impl_that_always_overruns_is_quarantined(observed: bool) -> None:
     def slow(self: object, x: int) -> int:
         block(0.06)
@@ -1837,8 +1754,8 @@ async def test_sync_impl_that_always_overruns_is_quarantined(observed: bool) -> 
 @pytest.mark.parametrize(
     ("anyio_backend", "observed"),
     [
-        pytest.param("asyncio", False, marks=_WATCHDOG_OVERRUN_BUG),
-        pytest.param("asyncio", True, marks=_WATCHDOG_OVERRUN_BUG),
+        ("asyncio", False),
+        ("asyncio", True),
         ("trio", False),
         ("trio", True),
     ],
@@ -2127,12 +2044,6 @@ async def test_observer_that_raises_during_a_concurrent_hook_is_removed_when_oth
     assert fine.hooks.count(("check_health", "a", "ok")) == 2
 
 
-@pytest.mark.xfail(
-    reason="BUG: the concurrent caller calls observer.on_hook unguarded, and a lone observer is no longer wrapped "
-    "in _Observers, so one that raises turns the whole hook call into an ExceptionGroup "
-    "(kernel/_dispatch.py: _concurrent_caller.run)",
-    strict=True,
-)
 async def test_lone_observer_that_raises_during_a_concurrent_hook_does_not_break_the_call() -> None:
     async def healthy(self: object) -> HealthStatus:
         return HealthStatus(ok=True)
@@ -2142,11 +2053,6 @@ async def test_lone_observer_that_raises_during_a_concurrent_hook_does_not_break
         assert kernel.hooks.observer is None
 
 
-@pytest.mark.xfail(
-    reason="BUG: an observer removed for raising is still told of the remaining impls of the same call "
-    "(kernel/_dispatch.py: the call loops keep the on_hook they captured when built)",
-    strict=True,
-)
 async def test_observer_that_raises_is_not_told_again_within_the_same_call() -> None:
     broken = RaisingWatch()
     plugins = [watcher(broken), make_plugin("a", ping=lambda self, x: x), make_plugin("b", ping=lambda self, x: x)]

@@ -682,11 +682,6 @@ async def test_middleware_error_from_a_bound_method_names_its_plugin() -> None:
     assert caught.value.plugin == "guard"
 
 
-@pytest.mark.xfail(
-    reason="BUG: the failing middleware is found by code object, and an object with an async __call__ has no "
-    "__code__, so OperationFailed names plugin '?' (kernel/_invoke.py: Pipeline._rebuild/_middleware_failed)",
-    strict=True,
-)
 async def test_middleware_error_from_a_callable_object_names_its_plugin() -> None:
     class Broken:
         async def __call__(self, inv: Invocation, call_next: CallNext) -> Any:
@@ -700,12 +695,6 @@ async def test_middleware_error_from_a_callable_object_names_its_plugin() -> Non
     assert caught.value.plugin == "guard"
 
 
-@pytest.mark.xfail(
-    reason="BUG: middleware sharing one code object (a method inherited from a common base class) is mapped "
-    "to the last plugin that registered it, so the error names the wrong plugin "
-    "(kernel/_invoke.py: Pipeline._rebuild builds _owners keyed by __code__)",
-    strict=True,
-)
 async def test_middleware_error_from_an_inherited_method_names_the_right_plugin() -> None:
     class BaseGuard(Plugin):
         deny = False
@@ -1181,23 +1170,11 @@ async def test_observer_measures_the_whole_invoke() -> None:
     assert watch.durations[0] >= 0.04
 
 
-@pytest.mark.xfail(
-    reason="BUG: the pipeline calls a lone observer's on_invoke unguarded, so an observer that raises makes "
-    "every invoke fail with its error even though the handler succeeded (kernel/_invoke.py: "
-    "Pipeline._invoke_observed)",
-    strict=True,
-)
 async def test_lone_observer_that_raises_does_not_break_invoke() -> None:
     async with make_kernel(make_plugin("tools", operation("tools.echo", echo)), watcher(RaisingWatch())) as kernel:
         assert await kernel.invoke("tools.echo", {"a": 1}) == {"a": 1}
 
 
-@pytest.mark.xfail(
-    reason="BUG: an observer that raises in on_invoke is dropped from the relay but the pipeline keeps the old "
-    "combined observer, so it is told of every later invoke (kernel/_invoke.py: set_observer is only called "
-    "at plugin (de)activation; kernel/_dispatch.py: _Observers.on_invoke)",
-    strict=True,
-)
 async def test_observer_that_raises_in_on_invoke_is_removed() -> None:
     broken, fine = RaisingWatch(), Watch()
     plugins = [

@@ -3,5 +3,5 @@ from plugin_sdk import hookspecs
 
 
 async def wrong_result_type(kernel: Kernel) -> None:
-    x: int = await kernel.hooks.call(hookspecs.check_health)  # E: assignment
+    x: int = await kernel.hooks.call(hookspecs.check_health)  # E: arg-type
     print(x)

@@ -4,5 +4,5 @@ from kernel import Kernel
 
 
 def wrong_result_type(kernel: Kernel) -> None:
-    numbers: list[int] = kernel.hooks.call(snippet_specs.names)  # E: assignment call-overload
+    numbers: list[int] = kernel.hooks.call(snippet_specs.names)  # E: arg-type
     print(numbers)
