@@ -77,10 +77,6 @@ class PluginRecord:
         if with_traceback and isinstance(error, BaseException):
             self.error_traceback = "".join(traceback.format_exception(error))
 
-    @property
-    def start_timeout(self) -> float | None:
-        return self.entry.start_timeout
-
     def clear_registrations(self) -> None:
         self.provided.clear()
         self.operations.clear()
