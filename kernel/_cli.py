@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,36 @@ class Environment:
 
 
 # -- the kernel's own commands ---------------------------------------------------------
+
+
+#: Entry-point group of named config profiles; "default" is used when no config file exists.
+PROFILE_GROUP: Final = "orion_kernel.profiles"
+
+
+def default_profile() -> dict[str, Any] | None:
+    """The ``default`` profile from the ``orion_kernel.profiles`` entry points, if one is installed.
+
+    This is how ``orion-kernel run`` works "on embedded defaults" without the
+    kernel naming any plugin: the distribution that ships the plugins ships
+    the profile that enables them.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PROFILE_GROUP, name="default"):
+        profile = ep.load()
+        if isinstance(profile, Mapping):
+            return dict(profile)
+        log.warning("ignoring profile %s: not a mapping", ep.value)
+    return None
+
+
+def config_source(path: Path | None) -> str | dict[str, Any] | None:
+    """What the CLI configures the kernel from: ``-c FILE``, else ``./orion.toml``, else the default profile."""
+    if path is not None:
+        return str(path)
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return DEFAULT_CONFIG_FILE
+    return default_profile()
 
 
 def _config_path(args: argparse.Namespace) -> str | None:
@@ -194,7 +225,7 @@ def cmd_config_check(args: argparse.Namespace, env: Environment) -> int:
     """Every issue of the file: its shape and, for valid entries, each plugin's settings."""
     given = args.file or _config_path(args)
     source = given or "(defaults)"
-    config, issues = check_config(given)
+    config, issues = check_config(given if given is not None else default_profile())
     kernel = Kernel(config, environ={})  # the environment is already applied
     try:
         kernel.prepare(scan_all=True)
@@ -379,7 +410,7 @@ def _configure_logging(settings: KernelSettings) -> None:
     )
 
 
-def _prepared(source: str | None) -> tuple[Kernel | None, ConfigError | None]:
+def _prepared(source: str | dict[str, Any] | None) -> tuple[Kernel | None, ConfigError | None]:
     try:
         kernel = Kernel(source)
         kernel.prepare(scan_all=True)
@@ -393,7 +424,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     out = out or sys.stdout
     argv = list(sys.argv[1:] if argv is None else argv)
     early, _ = _base_parser().parse_known_args([a for a in argv if a not in ("-h", "--help", "--version")])
-    source = str(early.config) if early.config is not None else None
+    source = config_source(early.config)
     kernel, error = _prepared(source)
     plugin_commands = _plugin_commands(kernel) if kernel is not None else []
     args = build_parser(plugin_commands).parse_args(argv)

@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from plugin_sdk import DispatchObserver
 from plugin_sdk import Handler
+from plugin_sdk import Hooks
+from plugin_sdk import KernelSnapshot
 from plugin_sdk import Middleware
 from plugin_sdk import PermissionDenied
 from plugin_sdk import Phase
@@ -119,6 +121,13 @@ class KernelContext(PluginContext[Any]):
             if not callable(getattr(observer, method, None)):
                 raise PluginError(f"plugin {self.name!r}: observer lacks {method}()", plugin=self.name)
         self._record.observers.append(observer)
+
+    @property
+    def hooks(self) -> Hooks:
+        return self._host.relay
+
+    def introspect(self) -> KernelSnapshot:
+        return self._host.snapshot()
 
     def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         self._host.spawn(self._record, func, args, name)

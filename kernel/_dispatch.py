@@ -40,19 +40,23 @@ from typing import TypeVar
 import anyio
 import pluggy
 
+from plugin_sdk import AsyncHookSpec
 from plugin_sdk import DispatchObserver
 from plugin_sdk import HookFailed
+from plugin_sdk import HookOutcome
 from plugin_sdk import HookSpec
 from plugin_sdk import HookTimeout
 from plugin_sdk import OrionError
 from plugin_sdk import Outcome
 from plugin_sdk import Plugin
 from plugin_sdk import PluginError
+from plugin_sdk import SyncHookSpec
 from plugin_sdk import hookspecs as sdk_hookspecs
 from plugin_sdk._markers import PROJECT
 from plugin_sdk._markers import P
 from plugin_sdk._markers import spec_handles
 
+R = TypeVar("R")
 T = TypeVar("T")
 log: Final = logging.getLogger("orion.kernel.dispatch")
 
@@ -378,6 +382,99 @@ class HookRelay:
         if args:
             raise TypeError(f"hook {spec.name!r} takes keyword arguments only")
         return self._callers[spec](kwargs)  # type: ignore[no-any-return]
+
+    def call_each(self, spec: SyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> list[HookOutcome[R]]:
+        """Call every impl of a sync hook; return each plugin's outcome in call order.
+
+        Never raises for an impl: failures are recorded (and count toward
+        quarantine) and returned as the outcome's ``error``.
+        """
+        impls = self._checked_impls(spec, args, kwargs)
+        outcomes: list[HookOutcome[R]] = []
+        observer = self._observer
+        for plugin, function, _, argnames in impls:
+            began = perf_counter()
+            try:
+                value = function(*[kwargs[n] for n in argnames])
+            except Exception as exc:
+                self._notify(observer, spec.name, plugin, perf_counter() - began, "error")
+                self.failed(spec.name, plugin, exc)
+                outcomes.append(HookOutcome(plugin, None, exc))
+            else:
+                self._notify(observer, spec.name, plugin, perf_counter() - began, "ok")
+                self.succeeded(plugin)
+                outcomes.append(HookOutcome(plugin, value))
+        return outcomes
+
+    async def acall_each(self, spec: AsyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> list[HookOutcome[R]]:
+        """Run every impl of an async hook concurrently under the spec's deadline;
+        return each plugin's outcome in call order (``HookTimeout`` for one still
+        running at the deadline).  Never raises for an impl."""
+        impls = self._checked_impls(spec, args, kwargs)
+        timeout = self.timeout_of(spec)
+        observer = self._observer
+        outcomes: list[HookOutcome[R] | None] = [None] * len(impls)
+
+        async def run(index: int, plugin: str, function: Callable[..., Any], argnames: tuple[str, ...]) -> None:
+            began = perf_counter()
+            try:
+                value = await function(*[kwargs[n] for n in argnames])
+            except Exception as exc:
+                self._notify(observer, spec.name, plugin, perf_counter() - began, "error")
+                self.failed(spec.name, plugin, exc)
+                outcomes[index] = HookOutcome(plugin, None, exc)
+            else:
+                self._notify(observer, spec.name, plugin, perf_counter() - began, "ok")
+                self.succeeded(plugin)
+                outcomes[index] = HookOutcome(plugin, value)
+
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+            async with anyio.create_task_group() as group:
+                for index, (plugin, function, _, argnames) in enumerate(impls):
+                    group.start_soon(run, index, plugin, function, argnames)
+        final: list[HookOutcome[R]] = []
+        for index, (plugin, *_) in enumerate(impls):
+            outcome = outcomes[index]
+            if outcome is None:
+                assert timeout is not None
+                error = HookTimeout(spec.name, plugin, timeout)
+                self._notify(observer, spec.name, plugin, timeout, "timeout")
+                self.failed(spec.name, plugin, error)
+                outcome = HookOutcome(plugin, None, error)
+            final.append(outcome)
+        return final
+
+    def _checked_impls(
+        self, spec: HookSpec[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[ImplEntry, ...]:
+        if args:
+            raise TypeError(f"hook {spec.name!r} takes keyword arguments only")
+        argset = frozenset(spec.options.argnames)
+        if kwargs.keys() != argset:
+            raise _bad_arguments(spec.name, argset, kwargs)
+        if spec.name not in self._specs:
+            raise KeyError(spec.name)
+        return self._impls(spec)
+
+    def _notify(
+        self, observer: DispatchObserver | None, hook: str, plugin: str, duration: float, outcome: Outcome
+    ) -> None:
+        if observer is None:
+            return
+        try:
+            observer.on_hook(hook, plugin, duration, outcome)
+        except Exception:
+            self.observer_failed(observer)
+
+    def impl_map(self) -> dict[str, tuple[str, ...]]:
+        """Every known hook -> the loaded plugins implementing it, in call order (running or not)."""
+        found: dict[str, tuple[str, ...]] = {}
+        for name in sorted(self._specs):
+            caller = getattr(self._pm.hook, name, None)
+            plugins = [impl.plugin_name for impl in caller.get_hookimpls()] if caller is not None else []
+            plugins.sort(key=lambda plugin: (self._ranks.get(plugin, 1 << 30), plugin))
+            found[name] = tuple(p for p in plugins if not p.endswith(".staged"))
+        return found
 
 
 # -- the call loops -------------------------------------------------------------

@@ -25,9 +25,11 @@ import attrs
 
 from plugin_sdk import DependencyError
 from plugin_sdk import DispatchObserver
+from plugin_sdk import KernelSnapshot
 from plugin_sdk import Manifest
 from plugin_sdk import Middleware
 from plugin_sdk import PluginError
+from plugin_sdk import PluginSnapshot
 from plugin_sdk import PluginState
 from plugin_sdk import ServiceUnavailable
 from plugin_sdk import hookspecs
@@ -311,6 +313,27 @@ class Lifecycle:
         record.fail(f"quarantined after {self.relay.quarantine_after} consecutive failures; last: {error}")
         log.error("plugin %s quarantined: %s", name, record.last_error)
         self.set_state(record, PluginState.QUARANTINED)
+
+    def snapshot(self) -> KernelSnapshot:
+        """What ``ctx.introspect()`` returns."""
+        live: dict[str, list[str]] = {}
+        for op in self.pipeline.operations.values():
+            live.setdefault(op.plugin, []).append(op.name)
+        plugins = tuple(
+            PluginSnapshot(
+                name=rec.name,
+                version=rec.manifest.version if rec.manifest else rec.candidate.dist_version,
+                state=rec.state,
+                enabled=rec.enabled,
+                last_error=rec.last_error,
+                hooks=tuple(rec.hooks),
+                operations=tuple(sorted(live.get(rec.name, ()))),
+            )
+            for rec in sorted(self.records.values(), key=lambda r: r.name)
+        )
+        return KernelSnapshot(
+            plugins=plugins, hooks=self.relay.impl_map(), operations=tuple(sorted(self.pipeline.operations))
+        )
 
     # -- services --------------------------------------------------------------------
 

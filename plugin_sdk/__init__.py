@@ -23,6 +23,12 @@ from ._errors import PermissionDenied as PermissionDenied
 from ._errors import PluginError as PluginError
 from ._errors import PluginStartError as PluginStartError
 from ._errors import ServiceUnavailable as ServiceUnavailable
+from ._hooks_api import HookOutcome as HookOutcome
+from ._hooks_api import Hooks as Hooks
+from ._http import ASGIApp as ASGIApp
+from ._http import HttpMount as HttpMount
+from ._introspect import KernelSnapshot as KernelSnapshot
+from ._introspect import PluginSnapshot as PluginSnapshot
 from ._invocation import CallNext as CallNext
 from ._invocation import Handler as Handler
 from ._invocation import Invocation as Invocation
@@ -43,10 +49,23 @@ from ._plugin import Manifest as Manifest
 from ._plugin import NoSettings as NoSettings
 from ._plugin import Plugin as Plugin
 from ._plugin import PluginState as PluginState
+from ._services import AlertStatus as AlertStatus
+from ._services import Counter as Counter
+from ._services import Gauge as Gauge
+from ._services import Histogram as Histogram
+from ._services import MetricFamily as MetricFamily
+from ._services import MetricKind as MetricKind
+from ._services import MetricsError as MetricsError
+from ._services import MetricsRegistry as MetricsRegistry
+from ._services import Sample as Sample
 from ._version import __version__ as __version__
+from .hookspecs import AlertEvent as AlertEvent
 from .hookspecs import HealthStatus as HealthStatus
 
 __all__ = [
+    "ASGIApp",
+    "AlertEvent",
+    "AlertStatus",
     "AsyncFirstResultHookSpec",
     "AsyncHookSpec",
     "CallNext",
@@ -54,20 +73,31 @@ __all__ = [
     "CliEnvironment",
     "ConfigError",
     "ConfigIssue",
+    "Counter",
     "DependencyError",
     "DispatchObserver",
     "FirstResultHookSpec",
+    "Gauge",
     "Handler",
     "HealthStatus",
+    "Histogram",
     "HookFailed",
+    "HookOutcome",
     "HookSpec",
     "HookTimeout",
+    "Hooks",
+    "HttpMount",
     "InvalidArguments",
     "Invocation",
     "InvokeError",
     "Invoker",
+    "KernelSnapshot",
     "Manifest",
     "ManifestError",
+    "MetricFamily",
+    "MetricKind",
+    "MetricsError",
+    "MetricsRegistry",
     "Middleware",
     "NoSettings",
     "NotAuthenticated",
@@ -80,9 +110,11 @@ __all__ = [
     "Plugin",
     "PluginContext",
     "PluginError",
+    "PluginSnapshot",
     "PluginStartError",
     "PluginState",
     "Principal",
+    "Sample",
     "ServiceUnavailable",
     "SpecOptions",
     "SyncHookSpec",

@@ -13,6 +13,8 @@ from typing import Generic
 from typing import TypeVar
 from typing import overload
 
+from ._hooks_api import Hooks
+from ._introspect import KernelSnapshot
 from ._invocation import Handler
 from ._invocation import Middleware
 from ._invocation import Phase
@@ -103,6 +105,15 @@ class PluginContext(abc.ABC, Generic[SettingsT]):
     @abc.abstractmethod
     def add_dispatch_observer(self, observer: DispatchObserver) -> None:
         """Be told of every hook impl call and every invoke; removed when the plugin stops."""
+
+    @property
+    @abc.abstractmethod
+    def hooks(self) -> Hooks:
+        """Call hooks (``ctx.hooks.call(spec, **kwargs)``), e.g. a plugin's own extension points."""
+
+    @abc.abstractmethod
+    def introspect(self) -> KernelSnapshot:
+        """A read-only snapshot of the kernel: plugins and their states, hooks and who implements them, operations."""
 
     @abc.abstractmethod
     def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:

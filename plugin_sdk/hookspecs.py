@@ -13,9 +13,13 @@ list it in the plugin's ``hookspecs`` manifest field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Literal
+
 import attrs
 
 from ._cli import CliCommand
+from ._http import HttpMount
 from ._markers import hookspec
 from ._plugin import PluginState
 
@@ -28,6 +32,27 @@ class HealthStatus:
     ok: bool
     #: why not (or a short note when ok)
     reason: str = ""
+
+
+@attrs.frozen
+class AlertEvent:
+    """An alert changed state; what :func:`alert_notify` receives."""
+
+    #: the rule's name from config
+    rule: str
+    #: ``firing`` when the condition has held for the rule's ``for`` duration,
+    #: ``resolved`` when it stops holding
+    state: Literal["firing", "resolved"]
+    #: the labels of the series that triggered it (plus the rule's own labels)
+    labels: Mapping[str, str]
+    #: the value the rule compared, at the time of the change
+    value: float
+    #: a one-line human summary, e.g. ``error ratio 0.31 > 0.1 for 60s``
+    summary: str
+    #: when the alert started firing (seconds since the epoch)
+    since: float
+    #: the rule's severity label (``warning`` by default)
+    severity: str = "warning"
 
 
 # --------------------------------------------------------------------------
@@ -87,6 +112,43 @@ async def kernel_stopping() -> None:
 
 
 # --------------------------------------------------------------------------
+# HTTP: what running plugins serve through the http plugin
+# --------------------------------------------------------------------------
+
+
+@hookspec(policy="isolate")
+def http_mounts() -> list[HttpMount]:
+    """Contribute ASGI apps to the kernel's HTTP server.
+
+    Called by the ``http`` plugin when it starts and again whenever a plugin
+    starts or stops, on every running plugin.  Sync; results collected per
+    plugin (the server mounts each app under its ``prefix``, by default
+    ``/<plugin name>``; a prefix already taken is logged and skipped).
+
+    :returns: the plugin's mounts (usually one).
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------
+# Alerts: how firing and resolved alerts leave the kernel
+# --------------------------------------------------------------------------
+
+
+@hookspec(policy="isolate", timeout=10.0)
+async def alert_notify(event: AlertEvent) -> None:
+    """Deliver an alert that started firing or was resolved.
+
+    Called by the ``alerts`` plugin once per state change (duplicates are
+    suppressed there, silenced alerts are not delivered).  Async, awaited in
+    hook order under one deadline (10 s by default); a notifier that fails is
+    recorded and skipped, the others still deliver.
+
+    :param event: the alert and its new state.
+    """
+
+
+# --------------------------------------------------------------------------
 # Health: collected from every running plugin
 # --------------------------------------------------------------------------
 
@@ -105,3 +167,4 @@ async def check_health() -> HealthStatus | None:
 
 # Resolve string annotations before the public package renames __module__.
 attrs.resolve_types(HealthStatus)
+attrs.resolve_types(AlertEvent)

@@ -26,6 +26,8 @@ from plugin_sdk import ServiceUnavailable
 PUBLIC_SURFACE = {
     "add_dispatch_observer",
     "data_dir",
+    "hooks",
+    "introspect",
     "log",
     "name",
     "provide",

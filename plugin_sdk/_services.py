@@ -1,0 +1,114 @@
+"""Service Protocols: what a plugin may rely on when it asks for a service by name.
+
+A third party replaces a builtin by providing the same service name with an
+object that satisfies the same Protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Literal
+from typing import Protocol
+from typing import runtime_checkable
+
+import attrs
+
+from ._errors import OrionError
+
+if TYPE_CHECKING:
+    from .hookspecs import AlertEvent
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+
+
+class MetricsError(OrionError):
+    """A metric was declared or used wrongly: a bad name, a clash, or too many label values."""
+
+
+@attrs.frozen
+class Sample:
+    """One value of one series: ``name{labels} value``."""
+
+    #: the sample's name (for histograms: ``x_bucket``, ``x_sum``, ``x_count``)
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+@attrs.frozen
+class MetricFamily:
+    """One metric with all its series, as ``MetricsRegistry.collect()`` returns it."""
+
+    name: str
+    kind: MetricKind
+    help: str
+    samples: tuple[Sample, ...]
+
+
+@runtime_checkable
+class Counter(Protocol):
+    """A value that only goes up."""
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` (>= 0) to the series of ``labels``."""
+
+
+@runtime_checkable
+class Gauge(Protocol):
+    """A value that goes up and down."""
+
+    def set(self, value: float, **labels: str) -> None:
+        """Set the series of ``labels`` to ``value``."""
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` to the series of ``labels``."""
+
+    def dec(self, amount: float = 1.0, **labels: str) -> None:
+        """Subtract ``amount`` from the series of ``labels``."""
+
+
+@runtime_checkable
+class Histogram(Protocol):
+    """Observations counted into buckets (with their sum and count)."""
+
+    def observe(self, value: float, **labels: str) -> None:
+        """Record one observation in the series of ``labels``."""
+
+
+@runtime_checkable
+class MetricsRegistry(Protocol):
+    """The ``metrics`` service: declare metrics, and read every series back.
+
+    Declaring the same name twice with the same kind and labels returns the
+    same metric; anything else raises :class:`MetricsError`, as does a label
+    set that does not match the declaration or a metric that would exceed
+    its label-cardinality limit.
+    """
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        """Declare (or get) a counter."""
+
+    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
+        """Declare (or get) a gauge."""
+
+    def histogram(
+        self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] | None = None
+    ) -> Histogram:
+        """Declare (or get) a histogram (default buckets suit latencies in seconds)."""
+
+    def collect(self) -> list[MetricFamily]:
+        """Every metric with its current series, sorted by name."""
+
+
+attrs.resolve_types(Sample)
+attrs.resolve_types(MetricFamily)
+
+
+@runtime_checkable
+class AlertStatus(Protocol):
+    """The ``alerts`` service: what is firing now (for dashboards and health)."""
+
+    def active(self) -> list[AlertEvent]:
+        """Alerts currently firing (silenced ones included), oldest first."""
