@@ -53,6 +53,7 @@ from ._services import AlertStatus as AlertStatus
 from ._services import Counter as Counter
 from ._services import Gauge as Gauge
 from ._services import Histogram as Histogram
+from ._services import HttpService as HttpService
 from ._services import MetricFamily as MetricFamily
 from ._services import MetricKind as MetricKind
 from ._services import MetricsError as MetricsError
@@ -87,6 +88,7 @@ __all__ = [
     "HookTimeout",
     "Hooks",
     "HttpMount",
+    "HttpService",
     "InvalidArguments",
     "Invocation",
     "InvokeError",

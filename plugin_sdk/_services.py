@@ -112,3 +112,15 @@ class AlertStatus(Protocol):
 
     def active(self) -> list[AlertEvent]:
         """Alerts currently firing (silenced ones included), oldest first."""
+
+
+@runtime_checkable
+class HttpService(Protocol):
+    """The ``http`` service: where the kernel's HTTP server listens."""
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server (the real port when configured as 0)."""
+
+    def mounts(self) -> dict[str, str]:
+        """Mounted prefix -> the plugin serving it."""
