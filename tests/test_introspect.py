@@ -15,8 +15,8 @@ from kernel import Kernel
 from kernel._cli import config_source
 from plugin_sdk import HealthStatus
 from plugin_sdk import HookOutcome
-from plugin_sdk import HookTimeout
 from plugin_sdk import Hooks
+from plugin_sdk import HookTimeout
 from plugin_sdk import KernelSnapshot
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
