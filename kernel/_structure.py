@@ -172,7 +172,7 @@ def _message(exc: BaseException, kind: Any) -> str:
         return f"expected one of {[m.value for m in kind]}"
     if kind is not None and str(exc).startswith(("invalid value", "Unsupported")):
         return f"expected {_type_name(kind)}"
-    return str(exc) or type(exc).__name__
+    return _text(exc) or type(exc).__name__
 
 
 def _extra(exc: ForbiddenExtraKeysError, path: str) -> Iterator[ConfigIssue]:
@@ -186,8 +186,15 @@ def _extra(exc: ForbiddenExtraKeysError, path: str) -> Iterator[ConfigIssue]:
 _FIELD_IN_MESSAGE: Final = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]*)' ")
 
 
+def _text(exc: BaseException) -> str:
+    # attrs validators raise ValueError(message, attribute, expected, value): the message is args[0].
+    if len(exc.args) > 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
 def _named_field(exc: BaseException, cls: type) -> str | None:
-    match = _FIELD_IN_MESSAGE.match(str(exc))
+    match = _FIELD_IN_MESSAGE.match(_text(exc))
     if match is None or not attrs.has(cls):
         return None
     names = {a.alias or a.name for a in attrs.fields(cls)}

@@ -13,11 +13,13 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +113,7 @@ source = "mymod:MyPlugin"
 SIGNAL_ON_RUNNING_DRIVER = """\
 import os
 import signal
+import socket
 import sys
 
 from kernel._cli import main
@@ -164,8 +167,21 @@ def cli(
     )
 
 
+#: The plugins this distribution registers itself (entry points); listings show them too.
+BUILTINS = frozenset({"http", "metrics", "health", "alerts", "analytics", "dashboard"})
+#: The ones the default profile enables when there is no config file.
+DEFAULT_PROFILE = frozenset({"http", "metrics", "health", "dashboard"})
+
+
 def table_rows(stdout: str) -> list[list[str]]:
-    return [line.split() for line in stdout.strip().splitlines()]
+    """The table's lines split into cells, builtin plugins' rows left out."""
+    rows = [line.split() for line in stdout.strip().splitlines()]
+    return [row for row in rows if not row or row[0] not in BUILTINS]
+
+
+def json_rows(stdout: str) -> list[dict[str, object]]:
+    """``plugins list --json`` without the builtin plugins."""
+    return [row for row in json.loads(stdout) if row["name"] not in BUILTINS]
 
 
 @pytest.fixture
@@ -179,11 +195,11 @@ def project(tmp_path: Path) -> Path:
 class Running:
     """A ``run`` subprocess whose stdout is read line by line in a thread."""
 
-    def __init__(self, command: list[str], cwd: Path) -> None:
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=environment(cwd),
+            env=environment(cwd, env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -244,9 +260,11 @@ def running() -> Iterator[list[Running]]:
         proc.kill()
 
 
-def start_run(started: list[Running], cwd: Path, *args: str, script: bool = False) -> Running:
+def start_run(
+    started: list[Running], cwd: Path, *args: str, script: bool = False, env: dict[str, str] | None = None
+) -> Running:
     command = [console_script()] if script else [sys.executable, "-m", "kernel"]
-    proc = Running([*command, *args, "run"], cwd)
+    proc = Running([*command, *args, "run"], cwd, env)
     started.append(proc)
     return proc
 
@@ -260,10 +278,20 @@ def test_plugins_list_without_config_prints_only_the_header(tmp_path: Path) -> N
     assert table_rows(result.stdout) == [["NAME", "VERSION", "SOURCE", "ENABLED", "STATE"]]
 
 
+def test_plugins_list_without_config_shows_the_builtins_with_the_default_profile(tmp_path: Path) -> None:
+    result = cli(tmp_path, "plugins", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == BUILTINS
+    assert {name for name, row in rows.items() if row["enabled"]} == DEFAULT_PROFILE
+    assert all(row["state"] == "configured" for name, row in rows.items() if name in DEFAULT_PROFILE)
+    assert all(row["last_error"] is None for row in rows.values())
+
+
 def test_plugins_list_json_without_config_is_an_empty_list(tmp_path: Path) -> None:
     result = cli(tmp_path, "plugins", "list", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
+    assert json_rows(result.stdout) == []
 
 
 def test_plugins_list_shows_a_plugin_from_a_config_source(project: Path) -> None:
@@ -277,7 +305,7 @@ def test_plugins_list_shows_a_plugin_from_a_config_source(project: Path) -> None
 def test_plugins_list_json_gives_one_object_per_plugin(project: Path) -> None:
     result = cli(project, "--json", "plugins", "list")
     assert result.returncode == 0, result.stderr
-    [row] = json.loads(result.stdout)
+    [row] = json_rows(result.stdout)
     assert row["name"] == "myplugin"
     assert row["version"] == "1.2.3"
     assert row["source"] == "mymod:MyPlugin"
@@ -290,7 +318,7 @@ def test_plugins_list_shows_a_disabled_source_plugin_without_importing_it(tmp_pa
     (tmp_path / "orion.toml").write_text('[plugins.ghost]\nsource = "not_a_module:Nothing"\n')
     result = cli(tmp_path, "plugins", "list", "--json")
     assert result.returncode == 0, result.stderr
-    [row] = json.loads(result.stdout)
+    [row] = json_rows(result.stdout)
     assert row["name"] == "ghost"
     assert row["enabled"] is False
     assert row["state"] == "discovered"
@@ -300,7 +328,7 @@ def test_plugins_list_shows_a_plugin_that_cannot_be_imported_as_failed(tmp_path:
     (tmp_path / "orion.toml").write_text('[plugins.ghost]\nenabled = true\nsource = "not_a_module:Nothing"\n')
     result = cli(tmp_path, "plugins", "list", "--json")
     assert result.returncode == 0, result.stderr
-    [row] = json.loads(result.stdout)
+    [row] = json_rows(result.stdout)
     assert row["state"] == "failed"
     assert "not_a_module" in row["last_error"]
 
@@ -661,8 +689,8 @@ def test_dash_c_chooses_the_config_file(tmp_path: Path) -> None:
     chosen = cli(tmp_path, "-c", "custom.toml", "plugins", "list", "--json")
     default = cli(tmp_path, "plugins", "list", "--json")
     assert chosen.returncode == 0, chosen.stderr
-    assert [row["name"] for row in json.loads(chosen.stdout)] == ["myplugin"]
-    assert json.loads(default.stdout) == []
+    assert [row["name"] for row in json_rows(chosen.stdout)] == ["myplugin"]
+    assert json_rows(default.stdout) == []
 
 
 def test_dash_c_after_the_sub_command_chooses_the_config_file(tmp_path: Path) -> None:
@@ -787,10 +815,28 @@ def test_plugin_commands_are_absent_when_the_plugin_is_disabled(project: Path) -
 SETTLE = 0.5
 
 
-def test_run_without_config_serves_and_stops_on_sigint(tmp_path: Path, running: list[Running]) -> None:
-    proc = start_run(running, tmp_path)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_run_without_config_serves_the_default_profile_and_stops_on_sigint(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    # The README's main job: no config file, embedded defaults (port moved off 8470 for the test).
+    port = free_port()
+    proc = start_run(running, tmp_path, env={"ORION__PLUGINS__HTTP__SETTINGS__PORT": str(port)})
     line = proc.wait_for("running")
-    assert "none enabled" in line
+    for name in DEFAULT_PROFILE:
+        assert name in line
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/health/live", timeout=10) as response:
+        assert json.loads(response.read()) == {"status": "ok"}
+    with urllib.request.urlopen(f"{base}/dashboard/", timeout=10) as response:
+        assert b"<html" in response.read().lower()
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        assert b"orion_plugin_state" in response.read()
     time.sleep(SETTLE)
     proc.process.send_signal(signal.SIGINT)
     assert proc.finish() == 0
