@@ -25,6 +25,7 @@ watchdog runs (trio, or hooks called outside a started kernel).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import types
@@ -534,6 +535,25 @@ def _packer(argnames: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[An
     return itemgetter(*argnames)
 
 
+def _with_recorders(relay: HookRelay, hook: str, impls: tuple[ImplEntry, ...]) -> tuple[Any, ...]:
+    """Each impl entry plus the callable that records one of its calls: the
+    observer's own ``hook_recorder(hook, plugin)`` when it offers one (no
+    lookup per call), else ``on_hook`` bound to the hook and plugin."""
+    observer = relay.observer
+    assert observer is not None
+    make = getattr(observer, "hook_recorder", None)
+    entries = []
+    for entry in impls:
+        record: Callable[[float, Outcome], None] | None = None
+        if make is not None:
+            try:
+                record = make(hook, entry[0])
+            except Exception:
+                log.exception("dispatch observer %r: hook_recorder(%r, %r) raised", observer, hook, entry[0])
+        entries.append((*entry, record or functools.partial(observer.on_hook, hook, entry[0])))
+    return tuple(entries)
+
+
 def _sync_caller(
     relay: HookRelay, spec: HookSpec[Any, Any], impls: tuple[ImplEntry, ...], timeout: float | None
 ) -> Caller:
@@ -573,34 +593,38 @@ def _sync_caller(
 
         return call
 
-    on_hook = observer.on_hook
+    observed = _with_recorders(relay, hook, impls)
 
     def observed_call(kwargs: Mapping[str, Any]) -> Any:
-        nonlocal on_hook
         if kwargs.keys() != argset:
             raise _bad_arguments(hook, argset, kwargs)
         args = pack(kwargs)
         results: list[Any] = []
         errors: list[Exception] = []
+        live = True  # false once the observer raised: not told again in this call
         start = began = perf_counter()
-        for plugin, function, same, argnames in impls:
+        for plugin, function, same, argnames, record in observed:
             try:
                 result = function(*args) if same else function(*[kwargs[n] for n in argnames])
             except Exception as exc:
                 ended = perf_counter()
-                try:
-                    on_hook(hook, plugin, ended - began, "error")
-                except Exception:
-                    on_hook = kit.observer_failed()
+                if live:
+                    try:
+                        record(ended - began, "error")
+                    except Exception:
+                        live = False
+                        kit.observer_failed()
                 began = ended
                 kit.error(plugin, exc, errors)
                 continue
             ended = perf_counter()
             late = timeout is not None and ended - start > timeout
-            try:
-                on_hook(hook, plugin, ended - began, "timeout" if late else "ok")
-            except Exception:
-                on_hook = kit.observer_failed()
+            if live:
+                try:
+                    record(ended - began, "timeout" if late else "ok")
+                except Exception:
+                    live = False
+                    kit.observer_failed()
             began = ended
             if late:
                 kit.timed_out(plugin, errors)

@@ -16,6 +16,12 @@ class DispatchObserver(Protocol):
     Called synchronously on the hot path: keep both methods cheap and never
     raise (an observer that raises is removed and the error logged).  When no
     observer is attached the kernel runs code without any observer call at all.
+
+    An observer may also define ``hook_recorder(hook, plugin)`` returning a
+    ``Callable[[float, Outcome], None]`` (or ``None``): the kernel then asks
+    for one recorder per hook impl whenever the set of running plugins
+    changes, and calls it with ``(duration, outcome)`` instead of
+    ``on_hook`` (sync hooks), saving the observer a lookup per call.
     """
 
     def on_hook(self, hook: str, plugin: str, duration: float, outcome: Outcome) -> None:

@@ -186,6 +186,26 @@ class Instrumentation:
         record.counts[0 if duration <= self._first else bisect_left(self._bounds, duration)] += 1
         record.hist.sum += duration
 
+    def hook_recorder(self, hook: str, plugin: str) -> Callable[[float, Outcome], None] | None:
+        """A recorder bound to one (hook, plugin) record, asked for by the kernel when it
+        rebuilds its callers: the per-call work is one bucket increment and one add."""
+        record = self._hook_record(hook, plugin)
+        if record is None:
+            return None
+        counts, hist, first, bounds = record.counts, record.hist, self._first, self._bounds
+        error, timeout = record.error, record.timeout
+
+        def record_call(duration: float, outcome: Outcome) -> None:
+            if outcome != "ok":
+                if outcome == "error":
+                    error.value += 1.0
+                elif outcome == "timeout":
+                    timeout.value += 1.0
+            counts[0 if duration <= first else bisect_left(bounds, duration)] += 1
+            hist.sum += duration
+
+        return record_call
+
     def on_invoke(self, operation: str, duration: float, outcome: Outcome) -> None:
         """One ``kernel.invoke`` ended: count it by outcome and add its duration to the histogram."""
         try:
