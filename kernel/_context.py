@@ -86,7 +86,7 @@ class KernelContext(PluginContext[Any]):
             )
         self._record.provided[name] = service
 
-    def service(self, name: str, kind: type[T] | None = None) -> Any:
+    def service(self, name: str, kind: Callable[..., T] | None = None) -> Any:
         _, requires, optional = self._manifest_lists()
         if name not in requires and name not in optional:
             raise PermissionDenied(

@@ -27,6 +27,10 @@ from ._hooks_api import HookOutcome as HookOutcome
 from ._hooks_api import Hooks as Hooks
 from ._http import ASGIApp as ASGIApp
 from ._http import HttpMount as HttpMount
+from ._http import Message as Message
+from ._http import Receive as Receive
+from ._http import Scope as Scope
+from ._http import Send as Send
 from ._introspect import KernelSnapshot as KernelSnapshot
 from ._introspect import PluginSnapshot as PluginSnapshot
 from ._invocation import CallNext as CallNext
@@ -95,6 +99,7 @@ __all__ = [
     "Invoker",
     "KernelSnapshot",
     "Manifest",
+    "Message",
     "ManifestError",
     "MetricFamily",
     "MetricKind",
@@ -116,7 +121,10 @@ __all__ = [
     "PluginStartError",
     "PluginState",
     "Principal",
+    "Receive",
     "Sample",
+    "Scope",
+    "Send",
     "ServiceUnavailable",
     "SpecOptions",
     "SyncHookSpec",

@@ -63,12 +63,13 @@ class PluginContext(abc.ABC, Generic[SettingsT]):
     @overload
     def service(self, name: str) -> Any: ...
     @overload
-    def service(self, name: str, kind: type[T]) -> T: ...
+    def service(self, name: str, kind: Callable[..., T]) -> T: ...
     @abc.abstractmethod
-    def service(self, name: str, kind: type[T] | None = None) -> Any:
+    def service(self, name: str, kind: Callable[..., T] | None = None) -> Any:
         """The service registered under ``name``.
 
-        :param kind: the SDK Protocol the service satisfies; only used for typing.
+        :param kind: the SDK Protocol the service satisfies (``ctx.service("metrics",
+            MetricsRegistry)``); only used for typing.
         :raises PermissionDenied: ``name`` is in neither ``requires`` nor ``optional``.
         :raises ServiceUnavailable: an optional service that no running plugin provides.
         """

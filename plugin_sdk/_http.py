@@ -22,8 +22,10 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 class HttpMount:
     """An ASGI app a plugin serves, under ``prefix`` (default ``/<plugin name>``).
 
-    The app sees paths relative to the prefix (``scope["root_path"]`` holds the
-    prefix), so it is written as if mounted at ``/``.
+    The app gets the full request path in ``scope["path"]`` and the prefix in
+    ``scope["root_path"]`` (ASGI as Starlette >= 0.35 reads it), so a Starlette
+    app is written as if mounted at ``/``; plain ASGI apps strip ``root_path``
+    from ``path`` themselves.
     """
 
     app: ASGIApp = attrs.field(repr=False)

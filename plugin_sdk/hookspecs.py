@@ -135,14 +135,15 @@ def http_mounts() -> list[HttpMount]:
 # --------------------------------------------------------------------------
 
 
-@hookspec(policy="isolate", timeout=10.0)
+@hookspec(policy="isolate", timeout=10.0, concurrent=True)
 async def alert_notify(event: AlertEvent) -> None:
     """Deliver an alert that started firing or was resolved.
 
     Called by the ``alerts`` plugin once per state change (duplicates are
-    suppressed there, silenced alerts are not delivered).  Async, awaited in
-    hook order under one deadline (10 s by default); a notifier that fails is
-    recorded and skipped, the others still deliver.
+    suppressed there, silenced alerts are not delivered).  Async and
+    concurrent: every notifier runs at once under one deadline (10 s by
+    default), so a notifier that fails or hangs is recorded and the others
+    still deliver.
 
     :param event: the alert and its new state.
     """

@@ -25,7 +25,6 @@ from collections.abc import MutableMapping
 from typing import Any
 from typing import Final
 from typing import TypeAlias
-from urllib.parse import quote
 
 import attrs
 import orjson
@@ -88,17 +87,10 @@ async def _respond(send: Send, response: Response, *, head: bool = False) -> Non
 
 
 def _child_scope(scope: Scope, prefix: str, path: str) -> dict[str, Any]:
-    remainder = path[len(prefix) :] or "/"
+    # ASGI as Starlette >= 0.35 and uvicorn >= 0.26 read it (asgiref#229):
+    # ``path`` stays the full path and ``root_path`` says which part is the mount.
     child = dict(scope)
     child["root_path"] = scope.get("root_path", "") + prefix
-    child["path"] = remainder
-    raw = scope.get("raw_path")
-    if raw is not None:
-        cut = prefix.encode("ascii")
-        if raw == cut or raw.startswith(cut + b"/"):
-            child["raw_path"] = raw[len(cut) :] or b"/"
-        else:  # the client percent-encoded part of the prefix: rebuild from the decoded remainder
-            child["raw_path"] = quote(remainder).encode("ascii")
     return child
 
 
@@ -106,8 +98,8 @@ class Router:
     """Dispatch each request to the app whose prefix matches its path, longest prefix first.
 
     ``path == prefix`` or ``path.startswith(prefix + "/")`` matches; the app
-    gets a copy of the scope with ``root_path`` extended by the prefix and
-    ``path`` (and ``raw_path``) holding the remainder (``"/"`` at least).
+    gets a copy of the scope with ``root_path`` extended by the prefix;
+    ``path`` stays the full path (ASGI as Starlette reads it).
     ``GET /`` answers a JSON index of the mounts; anything else unmatched is a
     JSON 404.  An app that raises is logged against its plugin and answered
     with a JSON 500 when it had not started its response yet (otherwise the
