@@ -71,3 +71,32 @@ def test_example_agent_app_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "search results: ['hook dispatch', 'hook specs']" in done.stdout
     assert "audit: ada called tools.search" in done.stdout
+
+
+BUILTIN_PLUGINS = {
+    "http": "builtin_plugins.http:HttpServer",
+    "metrics": "builtin_plugins.monitoring.metrics:Metrics",
+    "alerts": "builtin_plugins.monitoring.alerts:Alerts",
+    "analytics": "builtin_plugins.monitoring.analytics:Analytics",
+    "dashboard": "builtin_plugins.monitoring.dashboard:Dashboard",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_PLUGINS))
+def test_every_builtin_setting_is_in_the_reference(name: str) -> None:
+    import importlib
+
+    module, _, attr = BUILTIN_PLUGINS[name].partition(":")
+    config = getattr(importlib.import_module(module), attr).Config
+    section = README.split(f"`[plugins.{name}.settings]`", 1)[1].split("\n`", 1)[0]
+    for field in attrs.fields(config):
+        assert f"| `{field.alias or field.name}` |" in section, f"{name}.{field.name} missing from README"
+
+
+def test_readme_monitoring_config_is_valid(tmp_path: Path) -> None:
+    section = README.split("## Monitoring", 1)[1]
+    toml = re.findall(r"```toml\n(.*?)```", section, flags=re.S)[0]
+    (tmp_path / "orion.toml").write_text(toml)
+    kernel = Kernel(tmp_path / "orion.toml", environ={})
+    kernel.prepare()
+    assert {n for n, i in kernel.plugins.items() if i.enabled} == {"http", "metrics", "alerts"}
