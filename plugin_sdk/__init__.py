@@ -6,6 +6,8 @@ Plugins import only this package: builtin and third-party plugins alike.
 from ._cli import CliCommand as CliCommand
 from ._cli import CliEnvironment as CliEnvironment
 from ._cli import Invoker as Invoker
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
 from ._context import PluginContext as PluginContext
 from ._errors import ConfigError as ConfigError
 from ._errors import ConfigIssue as ConfigIssue
@@ -76,6 +78,7 @@ __all__ = [
     "CallNext",
     "CliCommand",
     "CliEnvironment",
+    "Clock",
     "ConfigError",
     "ConfigIssue",
     "Counter",
@@ -128,6 +131,7 @@ __all__ = [
     "ServiceUnavailable",
     "SpecOptions",
     "SyncHookSpec",
+    "SystemClock",
     "__version__",
     "hookimpl",
     "hookspec",

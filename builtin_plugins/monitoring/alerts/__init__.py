@@ -10,7 +10,5 @@ from ._config import Rule as Rule
 from ._config import Silence as Silence
 from ._engine import Engine as Engine
 from ._plugin import Alerts as Alerts
-from ._plugin import Clock as Clock
-from ._plugin import SystemClock as SystemClock
 
-__all__ = ["Alerts", "AlertsSettings", "Clock", "Engine", "Rule", "Silence", "SystemClock"]
+__all__ = ["Alerts", "AlertsSettings", "Engine", "Rule", "Silence"]

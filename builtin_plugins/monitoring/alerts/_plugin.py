@@ -15,13 +15,12 @@ evaluation with a fake clock instead of sleeping.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
-from typing import Protocol
 
 import anyio
 
 from plugin_sdk import AlertEvent
+from plugin_sdk import Clock
 from plugin_sdk import ConfigIssue
 from plugin_sdk import HealthStatus
 from plugin_sdk import InvalidArguments
@@ -30,6 +29,7 @@ from plugin_sdk import MetricsRegistry
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+from plugin_sdk import SystemClock
 from plugin_sdk import hookimpl
 from plugin_sdk import hookspecs
 
@@ -37,26 +37,6 @@ from ._config import AlertsSettings
 from ._config import SilenceArgs
 from ._config import UnsilenceArgs
 from ._engine import Engine
-
-
-class Clock(Protocol):
-    """Where the plugin gets the time and how it waits."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``."""
-
-
-class SystemClock:
-    """The real clock: :func:`time.time` and :func:`anyio.sleep`."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 class Alerts(Plugin):

@@ -10,8 +10,6 @@ from ._cli import fetch_summary as fetch_summary
 from ._cli import report_command as report_command
 from ._config import AnalyticsSettings as AnalyticsSettings
 from ._plugin import Analytics as Analytics
-from ._plugin import Clock as Clock
-from ._plugin import SystemClock as SystemClock
 from ._render import render_html as render_html
 from ._render import render_json as render_json
 from ._render import render_markdown as render_markdown

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Protocol
-
-import anyio
 
 from plugin_sdk import CliCommand
+from plugin_sdk import Clock
 from plugin_sdk import HealthStatus
 from plugin_sdk import HttpMount
 from plugin_sdk import Invocation
@@ -32,6 +29,7 @@ from plugin_sdk import MetricsRegistry
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+from plugin_sdk import SystemClock
 from plugin_sdk import hookimpl
 
 from ._cli import report_command
@@ -44,26 +42,6 @@ from ._stats import summarize
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
-
-
-class Clock(Protocol):
-    """Where the plugin gets the time and how it waits."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``."""
-
-
-class SystemClock:
-    """The real clock: :func:`time.time` and :func:`anyio.sleep`."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 _MEDIA_TYPES = {
