@@ -19,8 +19,6 @@ from ._stats import summarize as summarize
 __all__ = [
     "Analytics",
     "AnalyticsSettings",
-    "Clock",
-    "SystemClock",
     "fetch_summary",
     "histogram_quantile",
     "render_html",
