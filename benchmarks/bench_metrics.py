@@ -32,6 +32,7 @@ from _common import machine
 from _common import per_await_ns
 from _common import per_call_ns
 
+from builtin_plugins.monitoring.metrics._registry import DEFAULT_BUCKETS
 from kernel import Kernel
 from plugin_sdk import Invocation
 from plugin_sdk import Plugin
@@ -138,25 +139,7 @@ async def bench_dispatch() -> None:
 
 # -- 2. rendering ----------------------------------------------------------------------------------
 
-BUCKETS = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+BUCKETS = DEFAULT_BUCKETS  # the metrics plugin's own latency buckets
 COUNTERS, GAUGES, HISTOGRAMS = 4_000, 4_000, 100  # 4,000 + 4,000 + 100 x (17 + 1 + 2) lines = 10,000 series
 
 

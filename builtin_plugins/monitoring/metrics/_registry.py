@@ -29,6 +29,7 @@ contention; declarations and series creation stay consistent.
 
 from __future__ import annotations
 
+import abc
 import math
 import re
 from bisect import bisect_left
@@ -169,7 +170,7 @@ class HistogramSeries:
 # -- metrics -----------------------------------------------------------------------------
 
 
-class _Metric:
+class _Metric(abc.ABC):
     """What counters, gauges and histograms share: declaration, label checking, series."""
 
     __slots__ = ("_key", "_limit", "_n", "_series", "help", "labelnames", "name")
@@ -193,8 +194,9 @@ class _Metric:
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name!r} labels={list(self.labelnames)!r} series={len(self._series)}>"
 
+    @abc.abstractmethod
     def _new_series(self, values: tuple[str, ...]) -> Any:
-        raise NotImplementedError
+        """A new, zeroed series for these label values (each kind has its own)."""
 
     def _labels_text(self, values: tuple[str, ...]) -> str:
         return "{" + render_labels(self.labelnames, values) + "}" if values else ""
@@ -239,8 +241,9 @@ class _Metric:
         """Every series, in creation order (a copy: safe against concurrent creation)."""
         return list(self._series.values())
 
+    @abc.abstractmethod
     def samples(self) -> Iterable[Sample]:
-        raise NotImplementedError
+        """Every sample of every series, as collect() reports them."""
 
 
 def _no_labels(labels: Mapping[str, str]) -> tuple[()]:
