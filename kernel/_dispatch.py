@@ -45,6 +45,7 @@ from plugin_sdk import AsyncHookSpec
 from plugin_sdk import DispatchObserver
 from plugin_sdk import HookFailed
 from plugin_sdk import HookOutcome
+from plugin_sdk import HookSampling
 from plugin_sdk import HookSpec
 from plugin_sdk import HookTimeout
 from plugin_sdk import OrionError
@@ -637,7 +638,80 @@ def _sync_caller(
                 results.append(result)
         return kit.finish(results, errors)
 
-    return observed_call
+    sampling = _sampling_of(relay, hook, impls)
+    if sampling is None:
+        return observed_call
+    interval, count = sampling.interval, sampling.count
+    size = len(impls)
+    index_of = {entry[0]: i for i, entry in enumerate(impls)}
+    last_timed = -float("inf")
+
+    def sampled_call(kwargs: Mapping[str, Any]) -> Any:
+        # One clock read per call decides; an untimed call is the plain loop
+        # plus one count(ran, failures) at the end, on every way out.
+        nonlocal last_timed
+        start = perf_counter()
+        if start - last_timed >= interval:
+            last_timed = start
+            return observed_call(kwargs)
+        if kwargs.keys() != argset:
+            raise _bad_arguments(hook, argset, kwargs)
+        args = pack(kwargs)
+        results: list[Any] = []
+        errors: list[Exception] = []
+        failures: list[tuple[int, Outcome]] | None = None
+        ran = size
+        try:
+            for plugin, function, same, argnames in impls:
+                try:
+                    result = function(*args) if same else function(*[kwargs[n] for n in argnames])
+                except Exception as exc:
+                    if failures is None:
+                        failures = []
+                    failures.append((index_of[plugin], "error"))
+                    ran = index_of[plugin] + 1  # what ran if the policy raises now
+                    kit.error(plugin, exc, errors)
+                    ran = size
+                    continue
+                if timeout is not None and perf_counter() - start > timeout:
+                    if failures is None:
+                        failures = []
+                    failures.append((index_of[plugin], "timeout"))
+                    ran = index_of[plugin] + 1
+                    kit.timed_out(plugin, errors)
+                    break
+                if failing:
+                    failing.pop(plugin, None)
+                if result is not None:
+                    if first:
+                        ran = index_of[plugin] + 1
+                        return result
+                    results.append(result)
+            return kit.finish(results, errors)
+        finally:
+            try:
+                count(ran, failures or ())
+            except Exception:
+                kit.observer_failed()
+
+    return sampled_call
+
+
+def _sampling_of(relay: HookRelay, hook: str, impls: tuple[ImplEntry, ...]) -> HookSampling | None:
+    """The observer's :class:`~plugin_sdk.HookSampling` for this hook, if it offers one."""
+    observer = relay.observer
+    make = getattr(observer, "hook_sampling", None)
+    if make is None or not impls:
+        return None
+    try:
+        sampling = make(hook, tuple(entry[0] for entry in impls))
+    except Exception:
+        log.exception("dispatch observer %r: hook_sampling(%r) raised", observer, hook)
+        return None
+    if sampling is not None and not isinstance(sampling, HookSampling):
+        log.error("dispatch observer %r: hook_sampling(%r) returned %r, not a HookSampling", observer, hook, sampling)
+        return None
+    return sampling
 
 
 class Watchdog:

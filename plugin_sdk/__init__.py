@@ -50,6 +50,7 @@ from ._markers import SyncHookSpec as SyncHookSpec
 from ._markers import hookimpl as hookimpl
 from ._markers import hookspec as hookspec
 from ._observer import DispatchObserver as DispatchObserver
+from ._observer import HookSampling as HookSampling
 from ._observer import Outcome as Outcome
 from ._plugin import Manifest as Manifest
 from ._plugin import NoSettings as NoSettings
@@ -91,6 +92,7 @@ __all__ = [
     "Histogram",
     "HookFailed",
     "HookOutcome",
+    "HookSampling",
     "HookSpec",
     "HookTimeout",
     "Hooks",

@@ -34,6 +34,7 @@ from plugin_sdk import ConfigError
 from plugin_sdk import FirstResultHookSpec
 from plugin_sdk import HealthStatus
 from plugin_sdk import HookFailed
+from plugin_sdk import HookSampling
 from plugin_sdk import HookSpec
 from plugin_sdk import HookTimeout
 from plugin_sdk import PermissionDenied
@@ -2080,3 +2081,106 @@ async def test_observer_lacking_a_method_fails_the_plugin_that_adds_it() -> None
         info = kernel.plugins["half"]
         assert info.state is PluginState.FAILED
         assert "on_invoke" in (info.last_error or "")
+
+
+# -- sampled timing (HookSampling) ------------------------------------------------------------
+
+
+class SamplingWatch(Watch):
+    """Asks for sampled timing of every sync hook and records what it is told."""
+
+    def __init__(self, interval: float, result: object = None) -> None:
+        super().__init__()
+        self.interval = interval
+        self.result = result
+        self.counts: list[tuple[str, int, tuple[tuple[int, str], ...]]] = []
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def hook_sampling(self, hook: str, plugins: tuple[str, ...]) -> object:
+        self.asked.append((hook, plugins))
+        if self.result is not None:
+            return self.result
+
+        def count(ran: int, failures: Any) -> None:
+            self.counts.append((hook, ran, tuple(failures)))
+
+        return HookSampling(self.interval, count)
+
+
+async def test_sampling_times_the_first_call_and_counts_the_others() -> None:
+    watch = SamplingWatch(interval=60)
+    plugins = [
+        watcher(watch),
+        make_plugin("a", ping=lambda self, x: x, pick=lambda self, x: x if x else None),
+        make_plugin("b", ping=impl_for(Specs.ping, raising(RuntimeError("x"))), pick=lambda self, x: -1),
+    ]
+    async with make_kernel(*plugins) as kernel:
+        for _ in range(3):
+            assert kernel.hooks.call(Specs.ping, x=1) == [1]
+        assert kernel.hooks.call(Specs.pick, x=0) == -1  # timed: the first call of pick
+        assert kernel.hooks.call(Specs.pick, x=5) == 5  # a answers: b never runs
+        assert kernel.hooks.call(Specs.pick, x=0) == -1
+
+    assert ("ping", ("a", "b")) in watch.asked
+    assert [e for e in watch.hooks if e[0] == "ping"] == [("ping", "a", "ok"), ("ping", "b", "error")]
+    assert [c for c in watch.counts if c[0] == "ping"] == [("ping", 2, ((1, "error"),))] * 2
+    assert [c for c in watch.counts if c[0] == "pick"] == [("pick", 1, ()), ("pick", 2, ())]
+
+
+async def test_sampling_counts_what_ran_before_a_fail_fast_error() -> None:
+    watch = SamplingWatch(interval=60)
+    boom = impl_for(Specs.ping_fail_fast, raising(RuntimeError("x")))
+    plugins = [watcher(watch), make_plugin("a", ping_fail_fast=boom), make_plugin("b", ping_fail_fast=lambda s, x: x)]
+    async with make_kernel(*plugins) as kernel:
+        for _ in range(2):
+            with pytest.raises(HookFailed):
+                kernel.hooks.call(Specs.ping_fail_fast, x=1)
+
+    assert [c for c in watch.counts if c[0] == "ping_fail_fast"] == [("ping_fail_fast", 1, ((0, "error"),))]
+
+
+async def test_sampling_counts_a_sync_overrun_as_a_timeout() -> None:
+    watch = SamplingWatch(interval=60)
+
+    def slow(self: object, x: int) -> int:
+        block(0.06)
+        return x
+
+    async with make_kernel(watcher(watch), make_plugin("slow", slow_ping=slow)) as kernel:
+        kernel.hooks.call(Specs.slow_ping, x=1)
+        kernel.hooks.call(Specs.slow_ping, x=1)
+
+    assert ("slow_ping", "slow", "timeout") in watch.hooks  # the timed call
+    assert ("slow_ping", 1, ((0, "timeout"),)) in watch.counts  # the untimed one
+
+
+async def test_sampling_interval_zero_times_every_call() -> None:
+    watch = SamplingWatch(interval=0)
+    async with make_kernel(watcher(watch), make_plugin("a", ping=lambda self, x: x)) as kernel:
+        for _ in range(3):
+            kernel.hooks.call(Specs.ping, x=1)
+
+    assert [e for e in watch.hooks if e[0] == "ping"] == [("ping", "a", "ok")] * 3
+    assert watch.counts == []
+
+
+async def test_sampling_that_is_not_a_hook_sampling_is_ignored_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    watch = SamplingWatch(interval=60, result="every call please")
+    async with make_kernel(watcher(watch), make_plugin("a", ping=lambda self, x: x)) as kernel:
+        for _ in range(2):
+            kernel.hooks.call(Specs.ping, x=1)
+
+    assert [e for e in watch.hooks if e[0] == "ping"] == [("ping", "a", "ok")] * 2  # timed, every call
+    assert "not a HookSampling" in caplog.text
+
+
+async def test_sampling_counter_that_raises_detaches_the_observer() -> None:
+    def explode(ran: int, failures: Any) -> None:
+        raise RuntimeError("counter bug")
+
+    watch = SamplingWatch(interval=60, result=HookSampling(60, explode))
+    async with make_kernel(watcher(watch), make_plugin("a", ping=lambda self, x: x)) as kernel:
+        assert kernel.hooks.call(Specs.ping, x=1) == [1]  # timed
+        assert kernel.hooks.call(Specs.ping, x=1) == [1]  # untimed: the counter raises, the call still answers
+        assert kernel.hooks.observer is None
+        assert kernel.hooks.call(Specs.ping, x=1) == [1]

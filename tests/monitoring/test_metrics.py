@@ -28,6 +28,7 @@ from plugin_sdk import ConfigError
 from plugin_sdk import Counter
 from plugin_sdk import Gauge
 from plugin_sdk import Histogram
+from plugin_sdk import HookFailed
 from plugin_sdk import HttpMount
 from plugin_sdk import Invocation
 from plugin_sdk import MetricFamily
@@ -625,10 +626,14 @@ def hook_count(values: Values, hook: str, plugin: str) -> float:
     return values[key("orion_hook_duration_seconds_count", hook=hook, plugin=plugin)]
 
 
+def sampled(interval: float) -> dict[str, Any]:
+    return {"plugins": {"metrics": {"settings": {"hook_latency_interval": interval}}}}
+
+
 @pytest.mark.anyio
 async def test_hook_calls_are_counted_by_outcome_and_timed() -> None:
     metrics = Metrics()
-    async with kernel_with(metrics, Librarian(), Grump()) as kernel:
+    async with kernel_with(metrics, Librarian(), Grump(), config=sampled(0)) as kernel:
         for _ in range(3):
             assert kernel.hooks.call(Specs.describe, topic="tea") == ["a book about tea"]
         values = await scrape(metrics)
@@ -638,6 +643,85 @@ async def test_hook_calls_are_counted_by_outcome_and_timed() -> None:
     assert hook_count(values, "describe", "grump") == 3
     assert values[key("orion_hook_duration_seconds_sum", hook="describe", plugin="librarian")] > 0
     assert values[key("orion_hook_duration_seconds_bucket", hook="describe", plugin="librarian", le="+Inf")] == 3
+
+
+class Sampled:
+    @hookspec(firstresult=True)
+    def pick(n: int) -> int:
+        """First result.  :param n: a number."""
+        raise NotImplementedError
+
+    @hookspec(policy="fail_fast")
+    def strict(n: int) -> int:
+        """Fail fast.  :param n: a number."""
+        raise NotImplementedError
+
+
+class Picky(Plugin):
+    name = "picky"
+    version = "1.0.0"
+    priority = 2  # before fallback
+
+    @hookimpl
+    def pick(self, n: int) -> int | None:
+        return n if n % 2 else None  # answers odd numbers only
+
+    @hookimpl
+    def strict(self, n: int) -> int:
+        if n % 2:
+            raise ValueError("odd")
+        return n
+
+
+class Fallback(Plugin):
+    name = "fallback"
+    version = "1.0.0"
+    priority = 1
+
+    @hookimpl
+    def pick(self, n: int) -> int:
+        return -n
+
+    @hookimpl
+    def strict(self, n: int) -> int:
+        return n
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("interval", [0, 60])
+async def test_sampled_latency_keeps_counts_exact(interval: float) -> None:
+    """With a long sampling interval only the first call of each hook is timed; every
+    call is still counted, by outcome, whichever way it ended (firstresult, fail_fast,
+    an error, a deadline)."""
+    metrics = Metrics()
+    async with Kernel(
+        sampled(interval), plugins=[metrics, Librarian(), Grump(), Picky(), Fallback()], hookspecs=[Specs, Sampled]
+    ) as kernel:
+        for _ in range(3):  # grump fails: 3 + 1 below stays under the 5 that quarantine it
+            assert kernel.hooks.call(Specs.describe, topic="tea") == ["a book about tea"]
+        for n in range(6):  # odd: picky answers and fallback never runs; even: both run
+            assert kernel.hooks.call(Sampled.pick, n=n) == (n if n % 2 else -n)
+        for n in range(4):  # odd: picky raises and fallback never runs
+            if n % 2:
+                with pytest.raises(HookFailed):
+                    kernel.hooks.call(Sampled.strict, n=n)
+            else:
+                assert kernel.hooks.call(Sampled.strict, n=n) == [n, n]
+        kernel.hooks.call(Specs.crunch, n=1)  # grump overruns the deadline
+        values = await scrape(metrics)
+    outcomes = ("ok", "error", "timeout")
+    assert [calls(values, "describe", "librarian", o) for o in outcomes] == [3, 0, 0]
+    assert [calls(values, "describe", "grump", o) for o in outcomes] == [0, 3, 0]
+    assert [calls(values, "pick", "picky", o) for o in outcomes] == [6, 0, 0]
+    assert [calls(values, "pick", "fallback", o) for o in outcomes] == [3, 0, 0]
+    assert [calls(values, "strict", "picky", o) for o in outcomes] == [2, 2, 0]
+    assert [calls(values, "strict", "fallback", o) for o in outcomes] == [2, 0, 0]
+    assert [calls(values, "crunch", "grump", o) for o in outcomes] == [0, 0, 1]
+    timed = 3 if interval == 0 else 1
+    assert hook_count(values, "describe", "librarian") == timed
+    assert hook_count(values, "describe", "grump") == timed
+    assert hook_count(values, "pick", "picky") == (6 if interval == 0 else 1)
+    assert hook_count(values, "strict", "fallback") == (2 if interval == 0 else 1)
 
 
 @pytest.mark.anyio

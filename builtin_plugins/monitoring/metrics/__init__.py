@@ -100,7 +100,13 @@ class Metrics(Plugin):
                 max_series_per_metric=settings.max_series_per_metric, default_buckets=settings.latency_buckets
             )
             self._instrumentation = (
-                Instrumentation(self._registry, settings.namespace, settings.latency_buckets, ctx.log)
+                Instrumentation(
+                    self._registry,
+                    settings.namespace,
+                    settings.latency_buckets,
+                    ctx.log,
+                    sample_interval=settings.hook_latency_interval,
+                )
                 if settings.instrument_kernel
                 else None
             )

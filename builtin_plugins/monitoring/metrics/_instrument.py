@@ -19,8 +19,16 @@ call costs one dict lookup, one list increment (the bucket, found by bisect
 only when the call took longer than the first bound, 50 µs by default) and
 one float add, with no label handling at all.  The ``outcome="ok"`` count is
 not kept: it is derived when read, as the histogram's count minus errors and
-timeouts.  ``benchmarks/bench_metrics.py`` measures what is left (about
-100 ns per impl call on top of the kernel's own cost of observing).
+timeouts.
+
+Timing itself costs as much as a trivial impl (a clock read and a record per
+impl), so sync hooks are timed at most once per ``hook_latency_interval``
+(1 ms by default) through :class:`plugin_sdk.HookSampling`: the kernel runs
+the other calls untimed and reports each once, as how many impls ran and
+which failed, which costs one list increment here (``reached[ran] += 1``);
+each impl's ``ok`` count adds its share of those tallies when read.  Counts
+stay exact; the duration histograms hold the timed calls.
+``benchmarks/bench_metrics.py`` measures what is left.
 
 Coverage does not wait for traffic: the zero series of every ``(hook,
 plugin)`` pair the kernel knows (``ctx.introspect().hooks``), of every
@@ -39,7 +47,9 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable
+from collections.abc import Sequence
 
+from plugin_sdk import HookSampling
 from plugin_sdk import KernelSnapshot
 from plugin_sdk import MetricsError
 from plugin_sdk import Outcome
@@ -66,13 +76,14 @@ class _Record:
     call updates the histogram and nothing else.
     """
 
-    __slots__ = ("counts", "error", "hist", "timeout")
+    __slots__ = ("counts", "error", "hist", "ok", "timeout")
 
-    def __init__(self, error: Series, timeout: Series, hist: HistogramSeries) -> None:
+    def __init__(self, error: Series, timeout: Series, hist: HistogramSeries, ok: DerivedSeries) -> None:
         self.error = error
         self.timeout = timeout
         self.hist = hist
         self.counts = hist.counts
+        self.ok = ok
 
 
 def _new_record(calls: CounterMetric, durations: HistogramMetric, labels: tuple[str, ...]) -> _Record:
@@ -82,7 +93,7 @@ def _new_record(calls: CounterMetric, durations: HistogramMetric, labels: tuple[
     error: Series = calls.series_of((*labels, "error"))
     timeout: Series = calls.series_of((*labels, "timeout"))
     ok.minus = (error, timeout)
-    return _Record(error, timeout, hist)
+    return _Record(error, timeout, hist, ok)
 
 
 class Instrumentation:
@@ -98,10 +109,12 @@ class Instrumentation:
         "_dirty",
         "_first",
         "_hooks",
+        "_interval",
         "_introspect",
         "_invokes",
         "_known_operations",
         "_states",
+        "_tallies",
         "_warned",
         "hook_calls",
         "hook_duration",
@@ -113,7 +126,12 @@ class Instrumentation:
     )
 
     def __init__(
-        self, registry: Registry, namespace: str, buckets: tuple[float, ...], log: logging.Logger | None = None
+        self,
+        registry: Registry,
+        namespace: str,
+        buckets: tuple[float, ...],
+        log: logging.Logger | None = None,
+        sample_interval: float = 0.0,
     ) -> None:
         prefix = f"{namespace}_" if namespace else ""
         self.log = log or logging.getLogger("orion.plugin.metrics")
@@ -156,6 +174,9 @@ class Instrumentation:
         self._bounds = self.hook_duration.bounds
         self._first = self._bounds[0]
         self._hooks: dict[tuple[str, str], _Record] = {}
+        self._interval = sample_interval
+        #: (hook, impls in call order) -> the tally of its untimed calls, kept across rebuilds
+        self._tallies: dict[tuple[str, tuple[str, ...]], HookSampling] = {}
         self._invokes: dict[str, _Record] = {}
         self._states: dict[str, dict[str, Series]] = {}
         self._known_operations: frozenset[str] = frozenset()
@@ -205,6 +226,35 @@ class Instrumentation:
             hist.sum += duration
 
         return record_call
+
+    def hook_sampling(self, hook: str, plugins: tuple[str, ...]) -> HookSampling | None:
+        """Latency sampled, counts exact (``sample_interval`` > 0): untimed calls of ``hook``
+        are tallied by how many impls ran, one list increment per call; each impl's
+        ``ok`` count adds its share of the tally when read."""
+        if self._interval <= 0:
+            return None
+        key = (hook, plugins)
+        found = self._tallies.get(key)
+        if found is not None:
+            return found
+        records = [self._hook_record(hook, plugin) for plugin in plugins]
+        reached = [0] * (len(plugins) + 1)
+        for position, record in enumerate(records):
+            if record is not None:
+                record.ok.untimed.append((reached, position))
+
+        def count(ran: int, failures: Sequence[tuple[int, Outcome]]) -> None:
+            reached[ran] += 1
+            for index, outcome in failures:
+                record = records[index]
+                if record is not None:
+                    if outcome == "error":
+                        record.error.value += 1.0
+                    elif outcome == "timeout":
+                        record.timeout.value += 1.0
+
+        sampling = self._tallies[key] = HookSampling(self._interval, count)
+        return sampling
 
     def on_invoke(self, operation: str, duration: float, outcome: Outcome) -> None:
         """One ``kernel.invoke`` ended: count it by outcome and add its duration to the histogram."""

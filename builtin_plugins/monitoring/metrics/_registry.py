@@ -118,14 +118,15 @@ class Series:
 
 
 class DerivedSeries:
-    """A counter series computed when read: a histogram's count minus some other series.
+    """A counter series computed when read: a histogram's count, plus untimed calls, minus some other series.
 
     The kernel instrumentation counts a successful hook call only in its
-    duration histogram; its ``outcome="ok"`` count is derived from it, which
-    saves an add on the hot path.  It cannot be written.
+    duration histogram (a timed call) or in a tally of untimed calls (see
+    :class:`plugin_sdk.HookSampling`); its ``outcome="ok"`` count is derived
+    from both, which saves an add on the hot path.  It cannot be written.
     """
 
-    __slots__ = ("_hist", "labels", "minus", "text")
+    __slots__ = ("_hist", "labels", "minus", "text", "untimed")
 
     def __init__(
         self, labels: tuple[str, ...], text: str, hist: HistogramSeries, minus: tuple[Series, ...] = ()
@@ -135,10 +136,13 @@ class DerivedSeries:
         self._hist = hist
         #: the series subtracted from the histogram's count
         self.minus = minus
+        #: ``(reached, position)`` tallies of untimed calls: ``sum(reached[position + 1:])`` calls each
+        self.untimed: list[tuple[list[int], int]] = []
 
     @property
     def value(self) -> float:
-        return float(sum(self._hist.counts)) - sum(series.value for series in self.minus)
+        calls = sum(self._hist.counts) + sum(sum(reached[position + 1 :]) for reached, position in self.untimed)
+        return float(calls) - sum(series.value for series in self.minus)
 
     @value.setter
     def value(self, value: float) -> None:

@@ -66,6 +66,15 @@ class MetricsSettings:
             "empty for none. Metrics declared by plugins are named as they declare them."
         ),
     )
+    hook_latency_interval: float = attrs.field(
+        default=0.001,
+        validator=[attrs.validators.ge(0.0), attrs.validators.le(60.0)],
+        metadata=_doc(
+            "Seconds: the kernel instrumentation times at most one call of each sync hook per interval "
+            "(every call of a hook called less often); the other calls are counted exactly, untimed. "
+            "0 times every call. Hook call counts are exact either way; the duration histogram holds the timed calls."
+        ),
+    )
     instrument_kernel: bool = attrs.field(
         default=True,
         metadata=_doc(
