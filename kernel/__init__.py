@@ -9,6 +9,7 @@ from ._config import DEFAULT_CONFIG_FILE as DEFAULT_CONFIG_FILE
 from ._config import KernelSettings as KernelSettings
 from ._config import OrionConfig as OrionConfig
 from ._config import PluginEntry as PluginEntry
+from ._config import SandboxSettings as SandboxSettings
 from ._config import load_config as load_config
 from ._discovery import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
 from ._dispatch import HookRelay as HookRelay
@@ -32,6 +33,7 @@ __all__ = [
     "PluginInfo",
     "ReloadError",
     "ReloadReport",
+    "SandboxSettings",
     "load_config",
 ]
 

@@ -186,6 +186,9 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
         "optional": list(info.optional),
         "provides": list(info.provides),
         "permissions": list(info.permissions),
+        "asked": list(info.asked),
+        "granted": list(info.granted),
+        "effective": list(info.effective),
         "hooks": list(info.hooks),
         "settings": fields,
     }
@@ -194,7 +197,7 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
         return 0
     for key in ("name", "version", "source", "enabled", "state", "sdk", "last_error"):
         env.echo(f"{key + ':':<13}{'' if data[key] is None else data[key]}")
-    for key in ("requires", "optional", "provides", "permissions", "hooks"):
+    for key in ("requires", "optional", "provides", "permissions", "asked", "granted", "effective", "hooks"):
         env.echo(f"{key + ':':<13}{', '.join(data[key]) or '-'}")
     env.echo("settings:" + ("" if fields else "    (none)"))
     rows = [

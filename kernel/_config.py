@@ -24,6 +24,8 @@ import attrs
 
 from plugin_sdk import ConfigError
 from plugin_sdk import ConfigIssue
+from plugin_sdk._permissions import PermissionSyntaxError
+from plugin_sdk._permissions import parse_permission
 from plugin_sdk._plugin import is_valid_name
 
 from ._structure import NonNegativeInt
@@ -42,6 +44,30 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
+
+
+SandboxDefault = Literal["deny", "allow"]
+GuardMode = Literal["off", "record", "enforce"]
+
+
+@attrs.frozen
+class SandboxSettings:
+    """The ``[kernel.sandbox]`` table: how permissions are granted and watched."""
+
+    default: SandboxDefault = attrs.field(
+        default="deny",
+        metadata=_doc(
+            "What a plugin gets of the permissions its manifest asks for: 'deny' only what "
+            "plugins.NAME.permissions grants (a plugin asking for more does not start); 'allow' all of them."
+        ),
+    )
+    guard: GuardMode = attrs.field(
+        default="off",
+        metadata=_doc(
+            "The in-process audit-hook guard: 'off'; 'record' attributes file, socket and process "
+            "events to the plugin running them; 'enforce' also raises PermissionDenied for what it was not granted."
+        ),
+    )
 
 
 @attrs.frozen
@@ -73,6 +99,9 @@ class KernelSettings:
     log_level: LogLevel = attrs.field(
         default="INFO", metadata=_doc("Level of the 'orion' loggers when the CLI configures logging.")
     )
+    sandbox: SandboxSettings = attrs.field(
+        factory=SandboxSettings, metadata=_doc("Permission grants and the in-process guard.")
+    )
 
 
 @attrs.frozen
@@ -100,6 +129,13 @@ class PluginEntry:
     stop_timeout: PositiveFloat | None = attrs.field(
         default=None, metadata=_doc("Seconds this plugin's stop() may take.")
     )
+    permissions: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=_doc(
+            "Permissions granted to the plugin (fs:read:PATH, net:connect:HOST:PORT, subprocess, ...); "
+            "see docs/sandbox.md for the grammar."
+        ),
+    )
     settings: dict[str, Any] = attrs.field(
         factory=dict, metadata=_doc("The plugin's own settings, checked against its Config class.")
     )
@@ -115,7 +151,7 @@ class OrionConfig:
 
 # Resolve the string annotations now: the public package renames __module__
 # (kernel.OrionConfig), after which they could no longer be looked up.
-for _cls in (KernelSettings, PluginEntry, OrionConfig):
+for _cls in (SandboxSettings, KernelSettings, PluginEntry, OrionConfig):
     attrs.resolve_types(_cls)
 
 _converter: Final = shared_converter
@@ -270,6 +306,12 @@ def structure_partial(raw: object) -> tuple[OrionConfig, list[ConfigIssue]]:
             plugins[name] = _converter().structure(entry, PluginEntry)
         except Exception as exc:
             found.extend(issues_of(exc, f"plugins.{name}"))
+            continue
+        for index, text in enumerate(plugins[name].permissions):
+            try:
+                parse_permission(text)
+            except PermissionSyntaxError as exc:
+                found.append(ConfigIssue(f"plugins.{name}.permissions[{index}]", exc.reason))
     return OrionConfig(kernel=kernel, plugins=plugins), found
 
 

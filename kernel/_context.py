@@ -12,22 +12,57 @@ from typing import Any
 from typing import Final
 from typing import TypeVar
 
+from plugin_sdk import AsyncHookSpec
 from plugin_sdk import DispatchObserver
 from plugin_sdk import Handler
+from plugin_sdk import HookOutcome
 from plugin_sdk import Hooks
+from plugin_sdk import HookSpec
 from plugin_sdk import KernelSnapshot
 from plugin_sdk import Middleware
 from plugin_sdk import PermissionDenied
+from plugin_sdk import Permissions
 from plugin_sdk import Phase
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+from plugin_sdk import SyncHookSpec
+from plugin_sdk._markers import P
 
 if TYPE_CHECKING:
+    from ._dispatch import HookRelay
     from ._lifecycle import Lifecycle
     from ._lifecycle import PluginRecord
 
 T = TypeVar("T")
+R = TypeVar("R")
 _TOKEN: Final = object()
+
+
+class HookCaller:
+    """``ctx.hooks``: calling hooks, and nothing else of the kernel's hook registry.
+
+    The relay itself can register plugins, attach observers and change
+    deadlines; a plugin gets only the three ways to call.
+    """
+
+    __slots__ = ("_relay",)
+
+    def __init__(self, relay: HookRelay) -> None:
+        self._relay = relay
+
+    def __repr__(self) -> str:
+        return "<hooks: call, call_each, acall_each>"
+
+    def call(self, spec: HookSpec[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._relay.call(spec, *args, **kwargs)
+
+    def call_each(self, spec: SyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs) -> list[HookOutcome[R]]:
+        return self._relay.call_each(spec, *args, **kwargs)
+
+    def acall_each(
+        self, spec: AsyncHookSpec[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[list[HookOutcome[R]]]:
+        return self._relay.acall_each(spec, *args, **kwargs)
 
 
 class KernelContext(PluginContext[Any]):
@@ -35,7 +70,7 @@ class KernelContext(PluginContext[Any]):
     when the kernel activates the plugin (right after ``start`` succeeds, or
     at the commit of a reload)."""
 
-    __slots__ = ("_data_dir", "_host", "_log", "_record")
+    __slots__ = ("_data_dir", "_hooks_view", "_host", "_log", "_record")
 
     def __init__(self, record: PluginRecord, host: Lifecycle, *, _token: object = None) -> None:
         if _token is not _TOKEN:
@@ -44,6 +79,7 @@ class KernelContext(PluginContext[Any]):
         self._host = host
         self._log = logging.getLogger(f"orion.plugin.{record.name}")
         self._data_dir: Path | None = None
+        self._hooks_view = HookCaller(host.relay)
 
     @classmethod
     def _create(cls, record: PluginRecord, host: Lifecycle) -> KernelContext:
@@ -63,6 +99,10 @@ class KernelContext(PluginContext[Any]):
     @property
     def log(self) -> logging.Logger:
         return self._log
+
+    @property
+    def permissions(self) -> Permissions:
+        return self._record.grants.effective
 
     @property
     def data_dir(self) -> Path:
@@ -124,7 +164,7 @@ class KernelContext(PluginContext[Any]):
 
     @property
     def hooks(self) -> Hooks:
-        return self._host.relay
+        return self._hooks_view
 
     def introspect(self) -> KernelSnapshot:
         return self._host.snapshot()

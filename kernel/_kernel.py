@@ -32,6 +32,8 @@ from ._discovery import Candidate
 from ._discovery import from_code
 from ._dispatch import HookRelay
 from ._dispatch import Watchdog
+from ._grants import check_sensitive_hooks
+from ._grants import grant_records
 from ._invoke import Operation
 from ._invoke import Pipeline
 from ._lifecycle import Lifecycle
@@ -69,8 +71,15 @@ class PluginInfo:
     requires: tuple[str, ...]
     optional: tuple[str, ...]
     provides: tuple[str, ...]
+    #: the manifest's permissions as written (placeholders unfilled)
     permissions: tuple[str, ...]
     operations: tuple[str, ...]
+    #: the manifest's permissions with placeholders filled in (once configured)
+    asked: tuple[str, ...] = ()
+    #: what ``plugins.NAME.permissions`` grants
+    granted: tuple[str, ...] = ()
+    #: what the plugin holds: its covered asks plus its data directory and declared services
+    effective: tuple[str, ...] = ()
 
 
 def _info(record: PluginRecord, operations: tuple[str, ...]) -> PluginInfo:
@@ -89,6 +98,9 @@ def _info(record: PluginRecord, operations: tuple[str, ...]) -> PluginInfo:
         provides=manifest.provides if manifest else (),
         permissions=manifest.permissions if manifest else (),
         operations=operations,
+        asked=tuple(str(p) for p in record.grants.asked),
+        granted=record.entry.permissions,
+        effective=tuple(str(p) for p in record.grants.effective),
     )
 
 
@@ -229,7 +241,9 @@ class Kernel:
                 load_record(record)
                 if record.manifest is not None:
                     issues.extend(configure_record(record))
+        grant_records(records.values(), self._config.kernel.sandbox.default, self._lifecycle.data_root)
         register_hooks(self._relay, records.values())
+        check_sensitive_hooks(self._relay, records.values())
         ranks, more = order_issues(r for r in records.values() if r.state is PluginState.CONFIGURED)
         issues.extend(more)
         issues.extend(timeout_issues(self._relay, self._config))

@@ -38,6 +38,7 @@ from ._config import PluginEntry
 from ._context import KernelContext
 from ._discovery import Candidate
 from ._dispatch import HookRelay
+from ._grants import Grants
 from ._invoke import Operation
 from ._invoke import Pipeline
 
@@ -73,6 +74,8 @@ class PluginRecord:
     start_seconds: float | None = None
     #: started by a reload that has not committed yet
     staged: bool = False
+    #: asked, granted and effective permissions (resolved when the plugin is configured)
+    grants: Grants = attrs.field(factory=Grants)
 
     def fail(self, error: BaseException | str, *, with_traceback: bool = False) -> None:
         self.last_error = error if isinstance(error, str) else _describe(error)

@@ -13,11 +13,16 @@ import attrs
 
 from plugin_sdk import ConfigError
 from plugin_sdk import ConfigIssue
+from plugin_sdk import ManifestError
+from plugin_sdk import PermissionsNotGranted
 from plugin_sdk import PluginError
 from plugin_sdk import PluginState
 
 from ._config import OrionConfig
 from ._config import structure_settings
+from ._grants import Grants
+from ._grants import check_sensitive_hooks
+from ._grants import resolve
 from ._lifecycle import LIVE
 from ._lifecycle import PluginRecord
 from ._lifecycle import plan_start
@@ -111,6 +116,20 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
             issues.append(ConfigIssue(f"plugins.{record.name}", record.last_error or "cannot load"))
         else:
             issues.extend(configure_record(record))
+    # Permissions: new instances and new settings (placeholders) are checked against the new grants.
+    policy, data_root = config.kernel.sandbox.default, config.kernel.data_dir
+    regrants: dict[str, Grants] = {}
+    for record in plan.start:
+        if record.state is PluginState.CONFIGURED:
+            try:
+                record.grants = resolve(record, policy, data_root)
+            except (ManifestError, PermissionsNotGranted) as exc:
+                issues.append(ConfigIssue(f"plugins.{record.name}.permissions", str(exc)))
+    for old, settings in plan.reconfigure:
+        try:
+            regrants[old.name] = resolve(attrs.evolve(old, settings=settings), policy, data_root)
+        except (ManifestError, PermissionsNotGranted) as exc:
+            issues.append(ConfigIssue(f"plugins.{old.name}.permissions", str(exc)))
     if issues:
         raise ConfigError(issues)
 
@@ -123,6 +142,9 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
             for namespace in record.manifest.hookspecs:
                 relay.add_specs(namespace)
             record.hooks = relay.register(f"{record.name}.staged", record.plugin)
+            check_sensitive_hooks(relay, [record], staged=True)
+            if record.state is PluginState.FAILED:
+                raise PluginError(record.last_error or "sensitive hook not granted", plugin=record.name)
         except PluginError as exc:
             raise ReloadError(f"plugin {record.name!r}: {exc}", plugin=record.name) from None
         finally:
@@ -184,6 +206,7 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
             known.entry, known.enabled = record.entry, record.enabled  # stopped or disabled: keep its history
     for old, settings in done:
         old.settings = settings
+        old.grants = regrants.get(old.name, old.grants)
         old.entry = fresh[old.name].entry
     for record in started:
         record.hooks = relay.register(record.name, record.plugin)

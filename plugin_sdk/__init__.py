@@ -22,6 +22,7 @@ from ._errors import OperationFailed as OperationFailed
 from ._errors import OperationNotFound as OperationNotFound
 from ._errors import OrionError as OrionError
 from ._errors import PermissionDenied as PermissionDenied
+from ._errors import PermissionsNotGranted as PermissionsNotGranted
 from ._errors import PluginError as PluginError
 from ._errors import PluginStartError as PluginStartError
 from ._errors import ServiceUnavailable as ServiceUnavailable
@@ -52,6 +53,11 @@ from ._markers import hookspec as hookspec
 from ._observer import DispatchObserver as DispatchObserver
 from ._observer import HookSampling as HookSampling
 from ._observer import Outcome as Outcome
+from ._permissions import Permission as Permission
+from ._permissions import Permissions as Permissions
+from ._permissions import PermissionSyntaxError as PermissionSyntaxError
+from ._permissions import Ports as Ports
+from ._permissions import parse_permission as parse_permission
 from ._plugin import Manifest as Manifest
 from ._plugin import NoSettings as NoSettings
 from ._plugin import Plugin as Plugin
@@ -118,6 +124,11 @@ __all__ = [
     "OrionError",
     "Outcome",
     "PermissionDenied",
+    "PermissionSyntaxError",
+    "Permission",
+    "Permissions",
+    "PermissionsNotGranted",
+    "Ports",
     "Phase",
     "Plugin",
     "PluginContext",
@@ -137,6 +148,7 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "parse_permission",
 ]
 
 # Show public paths in reprs and tracebacks (plugin_sdk.Plugin, not plugin_sdk._plugin.Plugin).

@@ -19,6 +19,7 @@ from ._invocation import Handler
 from ._invocation import Middleware
 from ._invocation import Phase
 from ._observer import DispatchObserver
+from ._permissions import Permissions
 
 SettingsT = TypeVar("SettingsT")
 T = TypeVar("T")
@@ -52,6 +53,13 @@ class PluginContext(abc.ABC, Generic[SettingsT]):
     @abc.abstractmethod
     def data_dir(self) -> Path:
         """A directory of the plugin's own, created on first access."""
+
+    @property
+    @abc.abstractmethod
+    def permissions(self) -> Permissions:
+        """What the plugin holds: its manifest's permissions that the operator granted
+        (placeholders filled in), its data directory and the services it declared.
+        Ask before an optional action: ``ctx.permissions.allows("subprocess")``."""
 
     @abc.abstractmethod
     def provide(self, name: str, service: object) -> None:

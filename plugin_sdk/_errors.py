@@ -41,6 +41,23 @@ class ManifestError(PluginError):
         self.field = field
 
 
+class PermissionsNotGranted(PluginError):
+    """A plugin asks for permissions the operator has not granted, so it does not start.
+
+    :param missing: the permissions not covered by any grant, as written.
+    :param config_line: the ``permissions = [...]`` line of ``[plugins.NAME]`` that would grant them.
+    """
+
+    def __init__(self, plugin: str, missing: list[str], config_line: str) -> None:
+        super().__init__(
+            f"plugin {plugin!r} asks for permissions it was not granted: {', '.join(missing)}; "
+            f"to grant them, put in orion.toml under [plugins.{plugin}]: {config_line}",
+            plugin=plugin,
+        )
+        self.missing = tuple(missing)
+        self.config_line = config_line
+
+
 class DependencyError(PluginError):
     """A plugin cannot start because of the service graph.
 

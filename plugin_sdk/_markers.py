@@ -63,6 +63,8 @@ class SpecOptions:
     participants: Participants
     #: the spec's argument names, in order
     argnames: tuple[str, ...]
+    #: implementing it needs the operator's grant ``hook:<name>`` (``authorize``, ...)
+    sensitive: bool = False
 
 
 class HookSpec(Generic[P, T]):
@@ -138,6 +140,7 @@ class _SpecDecorator:
             concurrent=opts["concurrent"],
             participants=opts["participants"],
             argnames=tuple(name for name in params if name != "self"),
+            sensitive=bool(opts["sensitive"]),
         )
         _pluggy_spec(firstresult=options.firstresult)(fn)
         cls: type[HookSpec[Any, Any]]
@@ -180,6 +183,7 @@ def hookspec(
     timeout: float | None = None,
     concurrent: bool = False,
     participants: Participants = "running",
+    sensitive: bool = False,
 ) -> _CollectDecorator: ...
 @overload
 def hookspec(
@@ -189,6 +193,7 @@ def hookspec(
     timeout: float | None = None,
     concurrent: bool = False,
     participants: Participants = "running",
+    sensitive: bool = False,
 ) -> _FirstResultDecorator: ...
 def hookspec(
     *,
@@ -197,6 +202,7 @@ def hookspec(
     timeout: float | None = None,
     concurrent: bool = False,
     participants: Participants = "running",
+    sensitive: bool = False,
 ) -> _SpecDecorator:
     """Declare a hook.  Use on a module-level function whose body is only a docstring.
 
@@ -206,6 +212,8 @@ def hookspec(
     :param timeout: default deadline in seconds for one whole call, or ``None``.
     :param concurrent: async hooks only; run the impls concurrently.
     :param participants: ``running`` (default) or ``loaded`` plugins take part.
+    :param sensitive: only plugins granted ``hook:<name>`` may implement it; a
+        plugin that implements it without the grant does not start.
 
     The decorated name becomes a typed handle: ``kernel.hooks.call(spec, **kwargs)``
     is checked by mypy against the spec's signature.
@@ -217,6 +225,7 @@ def hookspec(
         timeout=timeout,
         concurrent=concurrent,
         participants=participants,
+        sensitive=sensitive,
     )
 
 

@@ -14,6 +14,10 @@ from typing import Final
 import attrs
 
 from ._errors import ManifestError
+from ._permissions import KINDS
+from ._permissions import PermissionSyntaxError
+from ._permissions import parse_permission
+from ._permissions import placeholders
 from ._version import __version__ as SDK_VERSION
 
 if TYPE_CHECKING:
@@ -21,7 +25,6 @@ if TYPE_CHECKING:
 
 _NAME: Final = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _SERVICE: Final = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
-_PERMISSION: Final = re.compile(r"^[a-z][a-z_]*(?::\S+)?$")
 _BACKENDS: Final = frozenset({"asyncio", "trio"})
 MAX_NAME_LENGTH: Final = 64
 
@@ -102,6 +105,38 @@ def _names(plugin: str, field: str, value: object, pattern: re.Pattern[str]) -> 
             raise ManifestError(plugin, field, f"invalid entry {item!r}")
     if len(set(value)) != len(value):
         raise ManifestError(plugin, field, f"duplicate entries in {list(value)!r}")
+    return tuple(value)
+
+
+def _permissions(plugin: str, value: object, config: type) -> tuple[str, ...]:
+    """Check the manifest's permissions: each follows the grammar of
+    :mod:`plugin_sdk._permissions`; one with ``{placeholders}`` is checked
+    fully once the kernel has filled them in from the settings."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ManifestError(plugin, "permissions", f"expected a sequence of strings, got {value!r}")
+    for item in value:
+        if not isinstance(item, str):
+            raise ManifestError(plugin, "permissions", f"invalid entry {item!r}: expected a string")
+        try:
+            names = placeholders(item)
+            if names:
+                kind = item.partition(":")[0]
+                if kind not in KINDS:
+                    raise PermissionSyntaxError(item, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+                known = {field.name for field in attrs.fields(config)} | {"data_dir"}
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    raise PermissionSyntaxError(
+                        item,
+                        f"placeholder {{{unknown[0]}}} is neither a field of {config.__name__} nor data_dir "
+                        f"(known: {', '.join(sorted(known))})",
+                    )
+            else:
+                parse_permission(item)
+        except PermissionSyntaxError as exc:
+            raise ManifestError(plugin, "permissions", str(exc)) from None
+    if len(set(value)) != len(value):
+        raise ManifestError(plugin, "permissions", f"duplicate entries in {list(value)!r}")
     return tuple(value)
 
 
@@ -189,7 +224,7 @@ class Manifest:
             requires=requires,
             optional=optional,
             provides=_names(name, "provides", getattr(plugin, "provides", ()), _SERVICE),
-            permissions=_names(name, "permissions", getattr(plugin, "permissions", ()), _PERMISSION),
+            permissions=_permissions(name, getattr(plugin, "permissions", ()), config),
             Config=config,
             priority=priority,
             before=_names(name, "before", getattr(plugin, "before", ()), _NAME),

@@ -49,7 +49,7 @@ class MyPlugin(Plugin):
     name = "myplugin"
     version = "1.2.3"
     provides = ("greeter",)
-    permissions = ("net:example.com", "fs_read")
+    permissions = ("net:connect:example.com:443", "fs:read:/etc/ssl")
     Config = Settings
 
     async def start(self, ctx):
@@ -107,6 +107,7 @@ ENABLED = """\
 [plugins.myplugin]
 enabled = true
 source = "mymod:MyPlugin"
+permissions = ["net:connect:*:443", "fs:read:/etc/ssl"]
 """
 
 #: leaves the signal window open: the line is printed, no SIGTERM handler is installed yet
@@ -342,7 +343,11 @@ def test_plugins_info_shows_manifest_hooks_permissions_and_settings(project: Pat
     assert lines["source"] == "mymod:MyPlugin"
     assert lines["sdk"] == ">=1,<2"
     assert lines["provides"] == "greeter"
-    assert lines["permissions"] == "net:example.com, fs_read"
+    assert lines["permissions"] == "net:connect:example.com:443, fs:read:/etc/ssl"
+    assert lines["asked"] == "net:connect:example.com:443, fs:read:/etc/ssl"
+    assert lines["granted"] == "net:connect:*:443, fs:read:/etc/ssl"
+    data_dir = project / ".orion" / "myplugin"
+    assert lines["effective"] == f"net:connect:example.com:443, fs:read:/etc/ssl, fs:write:{data_dir}"
     assert lines["hooks"] == "check_health, cli_commands"
     settings = result.stdout.split("settings:", 1)[1]
     rows = {line.split()[0]: line.split() for line in settings.strip().splitlines()}
@@ -362,7 +367,8 @@ def test_plugins_info_json_gives_manifest_and_settings_schema(project: Path) -> 
     assert data["sdk"] == ">=1,<2"
     assert data["provides"] == ["greeter"]
     assert data["requires"] == []
-    assert data["permissions"] == ["net:example.com", "fs_read"]
+    assert data["permissions"] == ["net:connect:example.com:443", "fs:read:/etc/ssl"]
+    assert data["granted"] == ["net:connect:*:443", "fs:read:/etc/ssl"]
     assert data["hooks"] == ["check_health", "cli_commands"]
     assert data["settings"]["greeting"] == {
         "type": "string",

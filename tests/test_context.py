@@ -30,6 +30,7 @@ PUBLIC_SURFACE = {
     "introspect",
     "log",
     "name",
+    "permissions",
     "provide",
     "register_middleware",
     "register_operation",

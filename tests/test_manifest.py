@@ -52,7 +52,7 @@ def test_valid_plugin_gives_a_manifest_with_its_declarations() -> None:
         requires=("db",),
         optional=("metrics",),
         provides=("cache", "cache.admin"),
-        permissions=("net:connect", "fs"),
+        permissions=("net:connect:db.local:5432", "fs:read:/etc/ssl", "net:listen:127.0.0.1:{size}"),
         Config=GoodSettings,
         priority=-3,
         before=("other",),
@@ -66,7 +66,7 @@ def test_valid_plugin_gives_a_manifest_with_its_declarations() -> None:
     assert manifest.requires == ("db",)
     assert manifest.optional == ("metrics",)
     assert manifest.provides == ("cache", "cache.admin")
-    assert manifest.permissions == ("net:connect", "fs")
+    assert manifest.permissions == ("net:connect:db.local:5432", "fs:read:/etc/ssl", "net:listen:127.0.0.1:{size}")
     assert manifest.Config is GoodSettings
     assert manifest.priority == -3
     assert manifest.before == ("other",)
@@ -227,11 +227,43 @@ def test_a_set_is_not_an_ordered_sequence(field: str) -> None:
     assert "expected a sequence of strings" in str(error)
 
 
-@pytest.mark.parametrize("field", ["requires", "optional", "provides", "permissions", "before", "after"])
+@pytest.mark.parametrize("field", ["requires", "optional", "provides", "before", "after"])
 def test_duplicate_entries_are_refused(field: str) -> None:
     error = manifest_error(**{field: ("cache", "db", "cache")})
     assert error.field == field
     assert "duplicate entries in ['cache', 'db', 'cache']" in str(error)
+
+
+def test_duplicate_permissions_are_refused() -> None:
+    error = manifest_error(permissions=("subprocess", "secrets:db", "subprocess"))
+    assert error.field == "permissions"
+    assert "duplicate entries in ['subprocess', 'secrets:db', 'subprocess']" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("Net:connect", "unknown kind 'Net'"),
+        ("net:connect", "net:connect needs HOST:PORT"),
+        ("net:dial:h:1", "net needs an action, one of connect, listen"),
+        ("net:connect:h:http", "port 'http' is not a number"),
+        ("net:connect:h:70000", "outside 0-65535"),
+        ("fs:read:relative/path", "is not absolute"),
+        ("fs:write:/a/../etc", "'..' segments"),
+        ("fs:read", "fs permissions need a path"),
+        ("fs:rd:/x", "fs needs an action, one of read, write"),
+        ("subprocess:ls", "'subprocess' takes no argument"),
+        ("secrets:", "secrets needs a name"),
+        ("hook:a b", "white space"),
+        ("{kind}:x", "unknown kind '{kind}'"),
+        ("net:listen:{host}:1", "placeholder {host} is neither a field of GoodSettings nor data_dir"),
+        (5, "expected a string"),
+    ],
+)
+def test_malformed_permissions_are_refused_with_the_reason(entry: object, message: str) -> None:
+    error = manifest_error(permissions=(entry,), Config=GoodSettings)
+    assert error.field == "permissions"
+    assert message in str(error)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +273,6 @@ def test_duplicate_entries_are_refused(field: str) -> None:
         ("requires", 1),
         ("optional", "db service"),
         ("provides", ""),
-        ("permissions", "Net:connect"),
         ("before", "other-plugin"),
         ("after", "a__b"),
     ],
