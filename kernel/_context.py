@@ -28,6 +28,8 @@ from plugin_sdk import PluginError
 from plugin_sdk import SyncHookSpec
 from plugin_sdk._markers import P
 
+from ._guard import trusted
+
 if TYPE_CHECKING:
     from ._dispatch import HookRelay
     from ._lifecycle import Lifecycle
@@ -108,7 +110,8 @@ class KernelContext(PluginContext[Any]):
     def data_dir(self) -> Path:
         if self._data_dir is None:
             path = Path(self._host.data_root) / self._record.name
-            path.mkdir(parents=True, exist_ok=True)
+            with trusted():  # the kernel makes it, whatever the plugin may write
+                path.mkdir(parents=True, exist_ok=True)
             self._data_dir = path
         return self._data_dir
 

@@ -34,6 +34,8 @@ from ._dispatch import HookRelay
 from ._dispatch import Watchdog
 from ._grants import check_sensitive_hooks
 from ._grants import grant_records
+from ._guard import Guard
+from ._guard import guard_for
 from ._invoke import Operation
 from ._invoke import Pipeline
 from ._lifecycle import Lifecycle
@@ -196,6 +198,12 @@ class Kernel:
         return self._config
 
     @property
+    def guard(self) -> Guard | None:
+        """The in-process guard and what it recorded (``None`` unless ``kernel.sandbox.guard``
+        is ``record`` or ``enforce`` and the kernel has been entered)."""
+        return self._lifecycle.guard
+
+    @property
     def hooks(self) -> HookRelay:
         """Call hooks: ``kernel.hooks.call(spec, **kwargs)``, checked by mypy against the spec."""
         return self._relay
@@ -262,6 +270,10 @@ class Kernel:
             raise RuntimeError("this kernel has already been started; create a new Kernel")
         self._entered = True
         self.prepare()
+        guard = guard_for(self._config.kernel.sandbox.guard, lambda: self._lifecycle.records)
+        self._lifecycle.guard = guard
+        if guard is not None:
+            guard.activate()
         stack = contextlib.AsyncExitStack()
         group = await stack.enter_async_context(anyio.create_task_group())
         self._exit_stack = stack
@@ -321,6 +333,8 @@ class Kernel:
                 finally:
                     await self._lifecycle.stop_all(list(self._lifecycle.records.values()))
         finally:
+            if self._lifecycle.guard is not None:
+                self._lifecycle.guard.deactivate()
             self._relay.start_watchdog(None)
             group = self._lifecycle.task_group
             if group is not None:

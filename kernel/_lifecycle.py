@@ -39,6 +39,8 @@ from ._context import KernelContext
 from ._discovery import Candidate
 from ._dispatch import HookRelay
 from ._grants import Grants
+from ._guard import CURRENT_PLUGIN
+from ._guard import Guard
 from ._invoke import Operation
 from ._invoke import Pipeline
 
@@ -285,6 +287,8 @@ class Lifecycle:
         self.staged_services: dict[str, tuple[PluginRecord, object]] = {}
         self.task_group: anyio.abc.TaskGroup | None = None
         self.ranks: dict[str, int] = {}
+        #: the in-process guard (``kernel.sandbox.guard``), told when plugins change state
+        self.guard: Guard | None = None
 
     # -- state -------------------------------------------------------------------------
 
@@ -293,6 +297,8 @@ class Lifecycle:
         if old is state:
             return
         record.state = state
+        if self.guard is not None:
+            self.guard.refresh()
         if state is PluginState.RUNNING or old is PluginState.RUNNING:
             self.sync_dispatch()
         if old in (PluginState.STARTING, PluginState.RUNNING, PluginState.STOPPING) or state in (
@@ -395,6 +401,7 @@ class Lifecycle:
         args: tuple[Any, ...],
         label: str,
     ) -> None:
+        CURRENT_PLUGIN.set(record.name)  # this task's own context: the guard attributes it to the plugin
         try:
             with scope:
                 await func(*args)
@@ -467,6 +474,7 @@ class Lifecycle:
         record.last_error = record.error_traceback = None
         self.set_state(record, PluginState.STARTING)
         began = perf_counter()
+        acting = CURRENT_PLUGIN.set(record.name)
         try:
             with anyio.fail_after(timeout):
                 await record.plugin.start(record.context)
@@ -500,6 +508,8 @@ class Lifecycle:
                 record.fail("cancelled while starting")
                 self.set_state(record, PluginState.FAILED)
             raise
+        finally:
+            CURRENT_PLUGIN.reset(acting)
         record.start_seconds = perf_counter() - began
         if not stage:
             self.set_state(record, PluginState.RUNNING)
@@ -546,6 +556,7 @@ class Lifecycle:
         timeout = record.entry.stop_timeout or self.stop_timeout
         self.set_state(record, PluginState.STOPPING)
         failed: BaseException | None = None
+        acting = CURRENT_PLUGIN.set(record.name)
         try:
             with anyio.fail_after(timeout):
                 await record.plugin.stop()
@@ -553,6 +564,8 @@ class Lifecycle:
             failed = exc
             if isinstance(exc, TimeoutError):
                 failed = PluginError(f"stop() did not finish within {timeout:g}s", plugin=record.name)
+        finally:
+            CURRENT_PLUGIN.reset(acting)
         if not await self.cancel_tasks(record, timeout):
             failed = failed or PluginError(
                 f"background tasks did not finish within {timeout:g}s of being cancelled", plugin=record.name

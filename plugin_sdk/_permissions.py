@@ -11,6 +11,7 @@ A permission is a string of colon-separated parts, the kind first:
 ``subprocess``             start processes (``subprocess``, ``os.system``, ``os.exec*``...)
 ``secrets:NAME``           read secret ``NAME`` from the secret store
 ``hook:NAME``              implement the sensitive hook ``NAME`` (e.g. ``authorize``)
+``ffi``                    load native code at run time (``ctypes``, ``cffi``)
 =========================  ==================================================================
 
 ``NAME``, ``PATH`` and ``HOST`` may use shell globs (``*``, ``?``, ``[...]``;
@@ -41,8 +42,10 @@ from typing import TypeAlias
 
 import attrs
 
-Kind: TypeAlias = Literal["service", "fs", "net", "subprocess", "secrets", "hook"]
-KINDS: Final[tuple[str, ...]] = ("service", "fs", "net", "subprocess", "secrets", "hook")
+Kind: TypeAlias = Literal["service", "fs", "net", "subprocess", "secrets", "hook", "ffi"]
+KINDS: Final[tuple[str, ...]] = ("service", "fs", "net", "subprocess", "secrets", "hook", "ffi")
+#: kinds that take no argument
+_BARE: Final = frozenset({"subprocess", "ffi"})
 _ACTIONS: Final[dict[str, tuple[str, ...]]] = {"fs": ("read", "write"), "net": ("connect", "listen")}
 _GLOB_NAME: Final = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]+$")
 _HOST: Final = re.compile(r"^(?:\[[0-9A-Fa-f:.*?]+\]|[A-Za-z0-9_.*?\[\]!-]+)$")
@@ -58,6 +61,7 @@ EXAMPLES: Final = (
     "subprocess",
     "secrets:db_*",
     "hook:authorize",
+    "ffi",
 )
 
 
@@ -99,14 +103,14 @@ class Permission:
     kind: Kind
     #: ``read``/``write`` for ``fs``, ``connect``/``listen`` for ``net``, else ``""``
     action: str = ""
-    #: the name, path or host pattern (``""`` for ``subprocess``)
+    #: the name, path or host pattern (``""`` for ``subprocess`` and ``ffi``)
     target: str = ""
     #: ``net`` only
     ports: Ports | None = None
 
     def __str__(self) -> str:
-        if self.kind == "subprocess":
-            return "subprocess"
+        if self.kind in _BARE:
+            return self.kind
         if self.kind == "net":
             return f"net:{self.action}:{self.target}:{self.ports}"
         if self.kind == "fs":
@@ -117,7 +121,7 @@ class Permission:
         """Whether this (granted) permission allows everything ``ask`` could mean."""
         if self.kind != ask.kind:
             return False
-        if self.kind == "subprocess":
+        if self.kind in _BARE:
             return True
         if self.kind == "fs":
             if self.action != ask.action and not (self.action == "write" and ask.action == "read"):
@@ -206,10 +210,10 @@ def parse_permission(text: object) -> Permission:
     kind, _, rest = text.partition(":")
     if kind not in KINDS:
         raise PermissionSyntaxError(text, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    if kind == "subprocess":
+    if kind in _BARE:
         if rest:
-            raise PermissionSyntaxError(text, "'subprocess' takes no argument")
-        return Permission("subprocess")
+            raise PermissionSyntaxError(text, f"{kind!r} takes no argument")
+        return Permission(kind)  # type: ignore[arg-type]
     if kind in _ACTIONS:
         action, _, target = rest.partition(":")
         if action not in _ACTIONS[kind]:
