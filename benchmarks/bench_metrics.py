@@ -265,7 +265,7 @@ async def memory_child(modules: tuple[str, ...], plugins_count: int) -> dict[str
     plugins = [make_plugin(i) for i in range(plugins_count)]
     extra, included, skipped = monitoring_plugins(modules)
     plugins.extend(extra)
-    config: dict[str, Any] = {"plugins": {"http": {"settings": {"port": 0}}}} if "http" in included else {}
+    config: dict[str, Any] = {"plugins": {"http": {"permissions": ["net:listen:127.0.0.1:*"], "settings": {"port": 0}}}} if "http" in included else {}
     async with Kernel(config, plugins=plugins, hookspecs=[Specs], environ={}, entry_points=False) as kernel:
         for _ in range(1_000):
             kernel.hooks.call(Specs.compute, x=1)

@@ -15,7 +15,12 @@ from typing import Final
 #: The embedded defaults: HTTP on 127.0.0.1:8470 with metrics, health and the dashboard.
 DEFAULT: Final[dict[str, Any]] = {
     "plugins": {
-        "http": {"enabled": True, "settings": {"host": "127.0.0.1", "port": 8470}},
+        "http": {
+            "enabled": True,
+            # the http plugin asks for net:listen:{host}:{port}; the profile grants loopback only
+            "permissions": ["net:listen:127.0.0.1:*"],
+            "settings": {"host": "127.0.0.1", "port": 8470},
+        },
         "metrics": {"enabled": True},
         "health": {"enabled": True},
         "dashboard": {"enabled": True},

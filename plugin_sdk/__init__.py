@@ -73,6 +73,12 @@ from ._services import MetricsError as MetricsError
 from ._services import MetricsRegistry as MetricsRegistry
 from ._services import Sample as Sample
 from ._version import __version__ as __version__
+from ._web import HttpError as HttpError
+from ._web import HttpHandler as HttpHandler
+from ._web import HttpRequest as HttpRequest
+from ._web import HttpResponse as HttpResponse
+from ._web import HttpRoutes as HttpRoutes
+from ._web import mount_path as mount_path
 from .hookspecs import AlertEvent as AlertEvent
 from .hookspecs import HealthStatus as HealthStatus
 
@@ -102,7 +108,12 @@ __all__ = [
     "HookSpec",
     "HookTimeout",
     "Hooks",
+    "HttpError",
+    "HttpHandler",
     "HttpMount",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpRoutes",
     "HttpService",
     "InvalidArguments",
     "Invocation",
@@ -149,6 +160,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "parse_permission",
+    "mount_path",
 ]
 
 # Show public paths in reprs and tracebacks (plugin_sdk.Plugin, not plugin_sdk._plugin.Plugin).

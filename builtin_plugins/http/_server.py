@@ -1,28 +1,37 @@
-"""uvicorn, embedded: bind first, never touch signals, report when it is up.
+"""uvicorn, embedded (``server = "uvicorn"``): serve a bound socket, never touch signals, report when it is up.
 
-Imported only when the ``http`` plugin starts, so listing or checking plugins
-never pays for importing uvicorn (about 70 ms).
+Imported only when the ``http`` plugin starts with ``server = "uvicorn"``, so
+the default server, listing or checking plugins never pays for importing
+uvicorn (about 4.3 MiB of RSS and 70 ms).
+
+The settings both servers share mean the same here: the keep-alive timeout,
+the header size limit (uvicorn's h11 protocol; httptools, when installed and
+picked by uvicorn, has its own limits), the graceful shutdown period, and the
+body size limit and access log, which uvicorn lacks and small ASGI wrappers
+below add, so that the access log has one format whichever server runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import logging
 import socket
+import time
 from collections.abc import Callable
 from collections.abc import Generator
-from typing import Final
+from typing import Any
 
 import uvicorn
 
-from plugin_sdk import PluginError
+from plugin_sdk import ASGIApp
 
-from ._router import Router
-
-#: Seconds uvicorn lets requests in flight finish at stop before cancelling them.
-GRACEFUL_SHUTDOWN: Final = 5
-#: Pending connections the listening socket queues (uvicorn's default).
-BACKLOG: Final = 2048
+from ._listen import ACCESS_LOGGER
+from ._listen import BACKLOG
+from ._listen import log_access
+from ._router import Message
+from ._router import Receive
+from ._router import Scope
+from ._router import Send
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -32,7 +41,8 @@ class EmbeddedServer(uvicorn.Server):
     replaces the process's SIGINT/SIGTERM handlers with its own for as long as
     it serves; the kernel owns those signals (``Kernel.serve``), so that is
     neutralised here.  ``startup()`` is extended to tell the plugin the
-    sockets accept connections.
+    sockets accept connections.  ``serve_socket``, ``begin_shutdown``,
+    ``abort`` and ``exiting`` are what the plugin asks of either server.
     """
 
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
@@ -48,6 +58,20 @@ class EmbeddedServer(uvicorn.Server):
         if self.started:
             self._on_started()
 
+    async def serve_socket(self, sock: socket.socket) -> None:
+        await self.serve(sockets=[sock])
+
+    @property
+    def exiting(self) -> bool:
+        return self.should_exit
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting; requests in flight get ``timeout_graceful_shutdown`` seconds."""
+        self.should_exit = True
+
+    def abort(self) -> None:
+        self.should_exit = self.force_exit = True
+
     def close_everything(self) -> None:
         """Close listeners and connections left open (after a cancelled or failed serve); idempotent."""
         for server in getattr(self, "servers", ()):
@@ -58,66 +82,136 @@ class EmbeddedServer(uvicorn.Server):
                 transport.close()
 
 
+def _too_large() -> list[Message]:
+    body = b"Request body too large"
+    return [
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+def limit_body(app: ASGIApp, max_body_size: int) -> ASGIApp:
+    """``app`` behind the ``max_body_size`` limit, as the built-in server applies it.
+
+    A declared ``Content-Length`` over the limit is answered 413 without
+    calling ``app``; a chunked body that grows beyond it is answered 413 if
+    ``app`` has not responded yet (its later messages are dropped), and
+    ``app`` reads ``http.disconnect`` from then on.
+    """
+    if not max_body_size:
+        return app
+
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > max_body_size:
+                for message in _too_large():
+                    await send(message)
+                return
+        received = 0
+        exceeded = answered = started = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, exceeded, answered
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_body_size:
+                    exceeded = True
+                    if not started:
+                        answered = True
+                        for response in _too_large():
+                            await send(response)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await app(scope, guarded_receive, guarded_send)
+
+    return limited
+
+
+def log_requests(app: ASGIApp, logger: logging.Logger) -> ASGIApp:
+    """``app`` logging one line per request on ``logger``, in the built-in server's format."""
+
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 0
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, tracked_send)
+        finally:
+            client: Any = scope.get("client")
+            log_access(
+                logger,
+                client,
+                scope["method"],
+                scope["path"],
+                scope["query_string"],
+                scope["http_version"],
+                status or 500,  # uvicorn answers 500 for an app that raised or sent nothing
+                time.perf_counter() - began,
+            )
+
+    return logged
+
+
 def make_server(
-    router: Router, *, host: str, port: int, access_log: bool, on_started: Callable[[], None]
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    keep_alive_timeout: float,
+    max_header_size: int,
+    max_body_size: int,
+    shutdown_timeout: float,
+    access_log: bool,
+    on_started: Callable[[], None],
 ) -> EmbeddedServer:
-    """A server for ``router`` that leaves logging config, signals and lifespan alone."""
+    """A uvicorn server for ``app`` that leaves logging config, signals and lifespan alone."""
+    app = limit_body(app, max_body_size)
+    if access_log:
+        app = log_requests(app, logging.getLogger(ACCESS_LOGGER))
     config = uvicorn.Config(
-        router,
+        app,
         host=host,
         port=port,
         interface="asgi3",
         lifespan="off",  # a mounted app lives as long as its plugin, not the server
         log_config=None,  # the application configures logging, not uvicorn
-        access_log=access_log,
+        access_log=False,  # logged by log_requests, in one format for both servers
         proxy_headers=False,  # the peer address is the client's unless a gateway says otherwise
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # typed int, used as a number of seconds
+        timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]  # likewise
+        h11_max_incomplete_event_size=max_header_size,
         backlog=BACKLOG,
     )
     return EmbeddedServer(config, on_started)
-
-
-def _explain(error: OSError) -> str:
-    code = error.errno
-    if code == errno.EADDRINUSE:
-        return "address already in use (set plugins.http.settings.port, or 0 for any free port)"
-    if code in (errno.EACCES, errno.EPERM):
-        return "permission denied (ports below 1024 need privileges; set plugins.http.settings.port)"
-    if code == errno.EADDRNOTAVAIL:
-        return "address not available on this machine (set plugins.http.settings.host)"
-    return error.strerror or str(error)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port`` 0: any free port).
-
-    Bound and listening before uvicorn sees it, so a port in use fails the
-    plugin's start with a clear message instead of a log line from a
-    background task, and port 0 resolves to a real port we can report.
-
-    :raises PluginError: the host does not resolve or the address cannot be bound.
-    """
-    where = f"{host}:{port}"
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise PluginError(
-            f"http: cannot listen on {where}: cannot resolve host {host!r} ({exc.strerror}; "
-            "set plugins.http.settings.host)",
-            plugin="http",
-        ) from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # Lets a restart bind while old connections sit in TIME_WAIT; on Linux
-        # it does not let two sockets listen on one port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)  # hold the port now: a bound but idle socket does not stop another listener
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise PluginError(f"http: cannot listen on {where}: {_explain(exc)}", plugin="http") from None
-    return sock

@@ -19,23 +19,24 @@ is the ``health.ready`` operation, for callers without HTTP.
 
 The endpoints reach the network through the ``http_mounts`` hook (served by
 the ``http`` plugin when it runs); this plugin does not need the ``http``
-service itself.  Starlette is imported when the plugin starts, not when the
-module is imported, so listing plugins does not pay for it.
+service itself.  The app is the SDK's plain-ASGI :class:`~plugin_sdk.HttpRoutes`:
+no web framework is imported for two JSON endpoints.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from typing import Any
 from typing import Final
 from typing import TypedDict
 
-import orjson
-
+from plugin_sdk import ASGIApp
 from plugin_sdk import HealthStatus
 from plugin_sdk import HookOutcome
 from plugin_sdk import HookTimeout
 from plugin_sdk import HttpMount
+from plugin_sdk import HttpRequest
+from plugin_sdk import HttpResponse
+from plugin_sdk import HttpRoutes
 from plugin_sdk import Invocation
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
@@ -43,12 +44,6 @@ from plugin_sdk import PluginState
 from plugin_sdk import ServiceUnavailable
 from plugin_sdk import hookimpl
 from plugin_sdk import hookspecs
-
-if TYPE_CHECKING:
-    from starlette.requests import Request
-    from starlette.responses import Response
-
-    from plugin_sdk import ASGIApp
 
 __all__ = ["Health", "PluginHealth", "Readiness"]
 
@@ -145,23 +140,17 @@ class Health(Plugin):
         return await self.readiness()
 
     def _build_app(self) -> ASGIApp:
-        from starlette.applications import Starlette
-        from starlette.responses import Response
-        from starlette.routing import Route
+        def json(status: int, body: object) -> HttpResponse:
+            # no-store: probes must see the state now
+            return HttpResponse.json(body, status=status, headers={"cache-control": "no-store"})
 
-        def json(status: int, body: object) -> Response:
-            headers = {"cache-control": "no-store"}  # probes must see the state now
-            return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-        async def live(request: Request) -> Response:
+        async def live(request: HttpRequest) -> HttpResponse:
             return json(200, {"status": "ok"})
 
-        async def ready(request: Request) -> Response:
+        async def ready(request: HttpRequest) -> HttpResponse:
             report = await self.readiness()
             return json(200 if report["status"] == "ready" else 503, report)
 
-        app = Starlette(routes=[Route("/live", live, methods=["GET"]), Route("/ready", ready, methods=["GET"])])
-        # Starlette builds redirect URLs from scope["path"], which under the SDK's mount contract is
-        # relative to the prefix: "/health/live/" would redirect to "/live".  Answer 404 instead.
-        app.router.redirect_slashes = False
-        return app
+        # Exact paths, no slash redirects: "/health/live/" is a 404.
+        log = self._ctx.log if self._ctx is not None else None
+        return HttpRoutes({("GET", "/live"): live, ("GET", "/ready"): ready}, log=log)

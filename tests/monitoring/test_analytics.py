@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from builtin_plugins.monitoring.analytics import render_markdown
 from builtin_plugins.monitoring.analytics import summarize
 from builtin_plugins.monitoring.analytics._cli import configure
 from builtin_plugins.monitoring.analytics._cli import run
+from builtin_plugins.monitoring.analytics._stats import SeriesIndex
 from builtin_plugins.monitoring.analytics._stats import increase
 from builtin_plugins.monitoring.analytics._stats import snapshot
 from kernel import Kernel
@@ -354,6 +356,48 @@ async def test_top_n_slowest() -> None:
         assert [r["name"] for r in top["operations"]] == ["a.one", "a.two"]
 
 
+def test_packed_snapshots_read_like_the_dicts_they_replace() -> None:
+    registry = FakeRegistry()
+    registry.hook("check_health", "db", 0.005, times=4)
+    registry.invoke("tools.search", 0.5, outcome="error")
+    index = SeriesIndex()
+    first, first_dict = index.pack(registry.collect()), snapshot(registry.collect())
+    assert dict(first) == first_dict and len(first) == len(first_dict) > 0
+    registry.metrics.clear()  # the registry was replaced: the old series are gone, new ones appear
+    registry.hook("kernel_started", "db", 0.05, times=2)
+    second, second_dict = index.pack(registry.collect()), snapshot(registry.collect())
+    assert dict(second) == second_dict
+    assert dict(first) == first_dict  # the older snapshot did not gain the new series
+    gone = next(key for key in first_dict if key not in second_dict)
+    assert gone not in second and second.get(gone) is None and second.get(gone, 1.5) == 1.5
+    with pytest.raises(KeyError):
+        second[gone]
+    assert len(index.keys) == len(first_dict.keys() | second_dict.keys())
+    packed = summarize([(T0, first), (T0 + 60, second)], window=300.0, top_n=3)
+    assert packed == summarize([(T0, first_dict), (T0 + 60, second_dict)], window=300.0, top_n=3)
+
+
+def test_the_ring_of_packed_snapshots_is_small() -> None:
+    # The default window holds 61 snapshots; as dicts they took ~350 KiB per 1,000 series each.
+    registry = FakeRegistry()
+    for hook in range(150):
+        registry.hook(f"hook_{hook}", "db", 0.005)  # 7 series each: calls, 4 buckets, sum, count
+    families = registry.collect()
+    index = SeriesIndex()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ring = [index.pack(families) for _ in range(61)]
+        packed = tracemalloc.get_traced_memory()[0] - before
+        dicts = [snapshot(families) for _ in range(61)]
+        as_dicts = tracemalloc.get_traced_memory()[0] - before - packed
+    finally:
+        tracemalloc.stop()
+    assert len(ring[0]) == len(dicts[0]) == 1050
+    assert packed < 61 * 1050 * 8 + 1050 * 400  # 8 bytes a series a snapshot, plus the keys, once
+    assert packed * 5 < as_dicts
+
+
 def test_summarize_without_activity() -> None:
     summary = summarize([(T0, {})], window=300.0, top_n=5)
     assert summary["hooks"] == summary["plugins"] == summary["operations"] == []
@@ -499,6 +543,10 @@ async def test_http_mount_serves_the_summary_and_the_report() -> None:
             markdown = await client.get("/report", params={"format": "markdown"})
             assert markdown.text.startswith("# Orion Kernel analytics")
             assert (await client.get("/report", params={"format": "pdf"})).status_code == 400
+            json_report = await client.get("/report", params={"format": "json"})
+            assert json_report.headers["content-type"] == "application/json"
+            assert (await client.get("/summary/")).status_code == 404
+            assert (await client.post("/summary")).status_code == 405
             h.registry.fail = True
             failing = await client.get("/summary")
             assert failing.status_code == 503
@@ -662,7 +710,7 @@ async def test_report_from_a_real_http_server() -> None:
 
     clock = FakeClock()
     http = HttpServer()
-    config = {"plugins": {"http": {"settings": {"host": "127.0.0.1", "port": 0}}}}
+    config = {"plugins": {"http": {"permissions": ["net:listen:127.0.0.1:*"], "settings": {"host": "127.0.0.1", "port": 0}}}}
     async with Kernel(config, plugins=[Metrics(), http, Analytics(clock=clock), Tools()], environ={}) as kernel:
         await _traffic(kernel)
         clock.advance(10)

@@ -252,8 +252,15 @@ async def test_page_and_assets_are_served_with_their_types(kernel_and_client: tu
         again = await client.get("/" + asset, headers={"If-None-Match": response.headers["etag"]})
         assert again.status_code == 304
 
-    for missing in ("/static/nope.js", "/static/..%2f_plugin.py", "/static/", "/nope"):
-        assert (await client.get(missing)).status_code == 404, missing
+    for missing in ("/static/nope.js", "/static/..%2f_plugin.py", "/static/", "/nope", "/api/state/"):
+        response = await client.get(missing)
+        assert response.status_code == 404, missing
+        assert response.headers["x-content-type-options"] == "nosniff", missing
+    refused = await client.post("/api/state")
+    assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+    head = await client.head("/static/dashboard.js")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len((STATIC / "dashboard.js").read_bytes()))
 
 
 async def test_page_works_under_the_mount_prefix_with_or_without_slash(
@@ -272,6 +279,16 @@ async def test_page_works_under_the_mount_prefix_with_or_without_slash(
         assert page.status_code == 200
         assert '<base href="/dashboard/">' in page.text
         assert (await client.get("/dashboard/api/state")).json()["schema"] == 1
+
+
+def test_assets_load_through_importlib_resources_without_a_package_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A zipped install has no folder to read: the same assets come through importlib.resources.
+    from builtin_plugins.monitoring.dashboard import _app
+
+    direct = _app.load_assets()
+    assert set(direct) >= {"index.html", "dashboard.js", "dashboard.css"}
+    monkeypatch.setattr(_app.os.path, "isdir", lambda path: False)
+    assert _app.load_assets() == direct
 
 
 def test_no_asset_refers_to_anything_outside_the_server() -> None:

@@ -146,7 +146,7 @@ async def _wait_for_value(page: Page, selector: str, expected: str) -> None:
 async def test_dashboard_in_a_real_browser(browser: Browser) -> None:
     http = HttpServer()
     plugins = [http, Metrics(), Health(), Dashboard(), Demo(), FiringAlerts()]
-    config = {"plugins": {"http": {"settings": {"host": "127.0.0.1", "port": 0}}}}
+    config = {"plugins": {"http": {"permissions": ["net:listen:127.0.0.1:*"], "settings": {"host": "127.0.0.1", "port": 0}}}}
     with anyio.fail_after(90):
         async with Kernel(config, plugins=plugins, environ={}) as kernel:
             base_url = http.base_url

@@ -80,7 +80,7 @@ class Broken(Plugin):
 
 
 def config(**kernel: Any) -> dict[str, Any]:
-    return {"kernel": kernel, "plugins": {"http": {"settings": {"port": 0}}}}
+    return {"kernel": kernel, "plugins": {"http": {"permissions": ["net:listen:127.0.0.1:*"], "settings": {"port": 0}}}}
 
 
 @asynccontextmanager
@@ -114,7 +114,11 @@ async def test_live_and_ready_when_everything_runs() -> None:
             }
             assert (await web.get("/")).json()["/health"] == {"plugin": "health", "title": "Health"}
             assert (await web.get("/health/nope")).status_code == 404
-            assert (await web.post("/health/live")).status_code == 405
+            assert (await web.get("/health/live/", follow_redirects=False)).status_code == 404  # no redirect
+            refused = await web.post("/health/live")
+            assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+            head = await web.head("/health/ready")
+            assert (head.status_code, head.content, head.headers["cache-control"]) == (200, b"", "no-store")
 
 
 async def test_not_ready_when_an_enabled_plugin_failed_to_start() -> None:

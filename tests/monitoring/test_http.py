@@ -1,4 +1,8 @@
-"""The ``http`` plugin against real kernels and a real socket on 127.0.0.1."""
+"""The ``http`` plugin against real kernels and a real socket on 127.0.0.1.
+
+Tests that depend on the server run against both (``server`` setting); the
+protocol-level behaviour of the servers is in ``test_http_server.py``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import httpx
 import orjson
@@ -33,6 +38,8 @@ from plugin_sdk import ServiceUnavailable
 from plugin_sdk import hookimpl
 
 pytestmark = pytest.mark.anyio
+
+SERVERS = ("builtin", "uvicorn")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -100,8 +107,15 @@ class Linker(Plugin):
         return [HttpMount(echo("linker"), title="Linker")]
 
 
-def config(port: int = 0, **plugins: dict[str, Any]) -> dict[str, Any]:
-    return {"plugins": {"http": {"settings": {"port": port}}, **plugins}}
+@pytest.fixture(params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """The ``server`` setting a test runs with, once per server."""
+    kind: str = request.param
+    return kind
+
+
+def config(port: int = 0, server: str = "builtin", **plugins: dict[str, Any]) -> dict[str, Any]:
+    return {"plugins": {"http": {"permissions": ["net:listen:*:*"], "settings": {"port": port, "server": server}}, **plugins}}
 
 
 @asynccontextmanager
@@ -120,11 +134,12 @@ async def refused(port: int) -> bool:
     return False
 
 
-async def test_serves_and_stops_cleanly() -> None:
+async def test_serves_and_stops_cleanly(server_kind: str) -> None:
     http = HttpServer()
     others = set(asyncio.all_tasks())
     with anyio.fail_after(10):
-        async with Kernel(config(), plugins=[http, mounter("echo", [HttpMount(echo("e"))])], environ={}) as k:
+        plugins = [http, mounter("echo", [HttpMount(echo("e"))])]
+        async with Kernel(config(server=server_kind), plugins=plugins, environ={}) as k:
             assert state(k, "http") is PluginState.RUNNING
             port = int(http.base_url.rsplit(":", 1)[1])
             async with client(http.base_url) as web:
@@ -140,14 +155,17 @@ async def test_serves_and_stops_cleanly() -> None:
     assert http.mounts() == {}
 
 
-async def test_port_in_use_fails_the_plugin_with_a_clear_message_others_run() -> None:
+async def test_port_in_use_fails_the_plugin_with_a_clear_message_others_run(server_kind: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with anyio.fail_after(10):
             async with Kernel(
-                config(port), plugins=[HttpServer(), mounter("bystander", [])], environ={}, entry_points=False
+                config(port, server_kind),
+                plugins=[HttpServer(), mounter("bystander", [])],
+                environ={},
+                entry_points=False,
             ) as k:
                 info = k.plugins["http"]
                 assert info.state is PluginState.FAILED
@@ -157,10 +175,10 @@ async def test_port_in_use_fails_the_plugin_with_a_clear_message_others_run() ->
                 assert state(k, "bystander") is PluginState.RUNNING
 
 
-async def test_port_zero_picks_a_free_port_given_by_the_service() -> None:
+async def test_port_zero_picks_a_free_port_given_by_the_service(server_kind: str) -> None:
     http, linker = HttpServer(), Linker()
     with anyio.fail_after(10):
-        async with Kernel(config(0), plugins=[http, linker], environ={}) as k:
+        async with Kernel(config(0, server_kind), plugins=[http, linker], environ={}) as k:
             assert state(k, "linker") is PluginState.RUNNING
             host, port = http.base_url.removeprefix("http://").rsplit(":", 1)
             assert host == "127.0.0.1"
@@ -172,11 +190,11 @@ async def test_port_zero_picks_a_free_port_given_by_the_service() -> None:
                 assert (await web.get("/linker/")).json()["label"] == "linker"
 
 
-async def test_uvicorn_installs_no_signal_handlers() -> None:
+async def test_the_server_installs_no_signal_handlers(server_kind: str) -> None:
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     http = HttpServer()
     with anyio.fail_after(10):
-        async with Kernel(config(), plugins=[http], environ={}):
+        async with Kernel(config(server=server_kind), plugins=[http], environ={}):
             assert {sig: signal.getsignal(sig) for sig in before} == before
             async with client(http.base_url) as web:
                 assert (await web.get("/")).status_code == 200
@@ -184,7 +202,7 @@ async def test_uvicorn_installs_no_signal_handlers() -> None:
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
-async def test_routing_index_404_scope_and_default_prefix() -> None:
+async def test_routing_index_404_scope_and_default_prefix(server_kind: str) -> None:
     http = HttpServer()
     plugins = [
         http,
@@ -193,7 +211,7 @@ async def test_routing_index_404_scope_and_default_prefix() -> None:
         mounter("boom", [HttpMount(broken)]),
     ]
     with anyio.fail_after(10):
-        async with Kernel(config(), plugins=plugins, environ={}), client(http.base_url) as web:
+        async with Kernel(config(server=server_kind), plugins=plugins, environ={}), client(http.base_url) as web:
             assert http.mounts() == {"/boom": "boom", "/echo": "echo", "/echo/deep": "deep"}
 
             index = await web.get("/")
@@ -256,7 +274,7 @@ async def test_mounts_follow_plugins_that_start_and_stop(caplog: pytest.LogCaptu
             assert (await web.get("/late/x")).status_code == 404
             assert http.mounts() == {"/linker": "linker"}
     messages = [r.getMessage() for r in caplog.records if r.name == "orion.plugin.http"]
-    assert any(m.startswith("http: serving on http://127.0.0.1:") for m in messages)
+    assert any(m.startswith("http: serving on http://127.0.0.1:") and m.endswith("(builtin server)") for m in messages)
     assert any(m.startswith("http: unmounted /late (plugin late)") for m in messages)
 
 
@@ -293,18 +311,27 @@ async def test_a_bad_port_setting_is_a_config_error_with_its_path() -> None:
             pass
 
 
-async def test_a_server_that_cannot_start_fails_the_plugin_and_frees_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
+async def test_a_server_that_cannot_start_fails_the_plugin_and_frees_the_port(
+    server_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if server_kind == "uvicorn":
+        import uvicorn
 
-    async def cannot_start(self: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
-        raise OSError("no more file descriptors")
+        async def cannot_start(self: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
+            raise OSError("no more file descriptors")
 
-    monkeypatch.setattr(uvicorn.Server, "startup", cannot_start)
+        monkeypatch.setattr(uvicorn.Server, "startup", cannot_start)
+    else:
+
+        async def cannot_listen(cls: type[anyio.abc.SocketListener], sock: socket.socket) -> anyio.abc.SocketListener:
+            raise OSError("no more file descriptors")
+
+        monkeypatch.setattr(anyio.abc.SocketListener, "from_socket", classmethod(cannot_listen))
     with socket.socket() as probe:  # a port that is free now
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with anyio.fail_after(10):
-        async with Kernel(config(port), plugins=[HttpServer()], environ={}) as k:
+        async with Kernel(config(port, server_kind), plugins=[HttpServer()], environ={}) as k:
             info = k.plugins["http"]
             assert info.state is PluginState.FAILED
             assert info.last_error == "http: the server did not start: OSError: no more file descriptors"
@@ -312,15 +339,15 @@ async def test_a_server_that_cannot_start_fails_the_plugin_and_frees_the_port(mo
                 again.bind(("127.0.0.1", port))  # the plugin let go of it
 
 
-async def test_health_check_says_whether_the_server_still_serves() -> None:
+async def test_health_check_says_whether_the_server_still_serves(server_kind: str) -> None:
     http = HttpServer()
     with anyio.fail_after(10):
-        async with Kernel(config(), plugins=[http], environ={}):
+        async with Kernel(config(server=server_kind), plugins=[http], environ={}):
             assert await http.check_health() == HealthStatus(ok=True, reason=f"serving on {http.base_url}")
-            server, done = http._server, http._done  # white box: make uvicorn leave as if on its own
+            server, done = http._server, http._done  # white box: make the server leave as if on its own
             assert server is not None
             assert done is not None
-            server.should_exit = True
+            server.begin_shutdown()
             with anyio.fail_after(5):
                 await done.wait()
             assert (await http.check_health()).reason.startswith("the HTTP server is not serving")

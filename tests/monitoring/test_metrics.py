@@ -946,7 +946,7 @@ class Client(Plugin):
 async def test_metrics_served_by_the_http_plugin() -> None:
     http = pytest.importorskip("builtin_plugins.http")
     client_plugin = Client()
-    config = {"plugins": {"http": {"settings": {"port": 0}}}}
+    config = {"plugins": {"http": {"permissions": ["net:listen:127.0.0.1:*"], "settings": {"port": 0}}}}
     plugins = [http.HttpServer(), Metrics(), Librarian(), client_plugin]
     async with Kernel(config, plugins=plugins, hookspecs=[Specs], environ={}) as kernel:
         await kernel.invoke("library.lookup")

@@ -10,14 +10,11 @@ started -- useful to check the set-up, not to study production.
 from __future__ import annotations
 
 import argparse
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import anyio.to_thread
 import orjson
 
 from plugin_sdk import CliCommand
@@ -63,6 +60,8 @@ async def fetch_summary(url: str, *, request_timeout: float = 10.0) -> dict[str,
     try:
         import httpx
     except ImportError:
+        import anyio.to_thread
+
         return _check(await anyio.to_thread.run_sync(_fetch_urllib, target, request_timeout), target)
     try:
         async with httpx.AsyncClient(timeout=request_timeout) as client:
@@ -79,6 +78,11 @@ async def fetch_summary(url: str, *, request_timeout: float = 10.0) -> dict[str,
 
 
 def _fetch_urllib(target: str, timeout: float) -> Any:
+    # Imported here, not with the module: urllib.request pulls in http.client, email, hashlib,
+    # tempfile ... (about 1.8 MiB), and the analytics plugin is loaded by every kernel enabling it.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(target, headers={"accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # the scheme is checked: http(s) only

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING
 from typing import Any
 
+from plugin_sdk import ASGIApp
 from plugin_sdk import CliCommand
 from plugin_sdk import Clock
 from plugin_sdk import HealthStatus
 from plugin_sdk import HttpMount
+from plugin_sdk import HttpRequest
+from plugin_sdk import HttpResponse
+from plugin_sdk import HttpRoutes
 from plugin_sdk import Invocation
 from plugin_sdk import MetricsRegistry
 from plugin_sdk import Plugin
@@ -35,14 +38,10 @@ from plugin_sdk import hookimpl
 from ._cli import report_command
 from ._config import AnalyticsSettings
 from ._render import RENDERERS
+from ._stats import SeriesIndex
 from ._stats import Snapshot
 from ._stats import snapshot
 from ._stats import summarize
-
-if TYPE_CHECKING:
-    from starlette.requests import Request
-    from starlette.responses import Response
-
 
 _MEDIA_TYPES = {
     "json": "application/json",
@@ -69,8 +68,9 @@ class Analytics(Plugin):
         self._registry: MetricsRegistry | None = None
         self._settings = AnalyticsSettings()
         self._ring: collections.deque[tuple[float, Snapshot]] = collections.deque()
+        self._index = SeriesIndex()  # the ring's snapshots are packed against it
         self._last_error: str | None = None
-        self._app: Any = None
+        self._app: ASGIApp | None = None
 
     async def start(self, ctx: PluginContext[AnalyticsSettings]) -> None:
         self._ctx = ctx
@@ -80,6 +80,7 @@ class Analytics(Plugin):
         registry: MetricsRegistry = ctx.service("metrics")
         self._registry = registry
         self._ring = collections.deque()
+        self._index = SeriesIndex()
         self._last_error = None
         self._sample_logged()  # the baseline of the first window
         ctx.register_operation(
@@ -106,7 +107,7 @@ class Analytics(Plugin):
         directly after moving their clock.
         """
         now = self.clock.now()
-        current = snapshot(self._registry_or_raise().collect())
+        current = self._index.pack(self._registry_or_raise().collect())
         ring = self._ring
         if ring and ring[-1][0] >= now:  # sampled twice at one instant: keep the newer one
             ring.pop()
@@ -180,35 +181,30 @@ class Analytics(Plugin):
 
     # -- HTTP --------------------------------------------------------------------------
 
-    def _make_app(self) -> Any:
-        # Imported here: a kernel that never serves HTTP never imports starlette.
-        from starlette.applications import Starlette
-        from starlette.responses import JSONResponse
-        from starlette.responses import Response
-        from starlette.routing import Route
-
-        def answer(fmt: str) -> Response:
+    def _make_app(self) -> ASGIApp:
+        def answer(fmt: str) -> HttpResponse:
             try:
                 summary = self.summary()
             except Exception as exc:
-                return JSONResponse({"error": f"no summary: {type(exc).__name__}: {exc}"}, status_code=503)
-            return Response(RENDERERS[fmt](summary), media_type=_MEDIA_TYPES[fmt])
+                return HttpResponse.json({"error": f"no summary: {type(exc).__name__}: {exc}"}, status=503)
+            return HttpResponse(body=RENDERERS[fmt](summary).encode(), media_type=_MEDIA_TYPES[fmt])
 
-        async def summary_route(request: Request) -> Response:
+        async def summary_route(request: HttpRequest) -> HttpResponse:
             return answer("json")
 
-        async def report_route(request: Request) -> Response:
-            fmt = request.query_params.get("format", "html")
+        async def report_route(request: HttpRequest) -> HttpResponse:
+            fmt = request.query_param("format", "html")
             if fmt not in RENDERERS:
-                return JSONResponse(
-                    {"error": f"unknown format {fmt!r}; use one of {sorted(RENDERERS)}"}, status_code=400
+                return HttpResponse.json(
+                    {"error": f"unknown format {fmt!r}; use one of {sorted(RENDERERS)}"}, status=400
                 )
             return answer(fmt)
 
-        return Starlette(
-            routes=[
-                Route("/summary", summary_route, methods=["GET"]),
-                Route("/", report_route, methods=["GET"]),
-                Route("/report", report_route, methods=["GET"]),
-            ]
+        return HttpRoutes(
+            {
+                ("GET", "/summary"): summary_route,
+                ("GET", "/"): report_route,
+                ("GET", "/report"): report_route,
+            },
+            log=logging.getLogger("orion.plugin.analytics"),
         )

@@ -10,7 +10,6 @@ and fetches nothing.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -165,6 +164,8 @@ th { background: #f4f6f9; } .empty { color: #5b6475; font-style: italic; }
 
 def bar_chart(title: str, items: Sequence[tuple[str, float]], fmt: Callable[[float], str], *, color: str) -> str:
     """A horizontal bar chart as an inline ``<svg>`` in a ``<figure>`` (largest values first)."""
+    import html  # here, as in the other HTML functions: only an HTML report loads html's entity tables
+
     caption = f"<figcaption>{html.escape(title)}</figcaption>"
     shown = sorted(items, key=lambda item: (-item[1], item[0]))[:MAX_BARS]
     if not shown or max(value for _, value in shown) <= 0:
@@ -192,6 +193,8 @@ def bar_chart(title: str, items: Sequence[tuple[str, float]], fmt: Callable[[flo
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    import html
+
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -202,6 +205,8 @@ def render_html(summary: Mapping[str, Any]) -> str:
 
     No scripts, no external style sheets, fonts or images: nothing is fetched.
     """
+    import html
+
     totals = summary.get("totals", {})
     top = summary.get("top", {})
 

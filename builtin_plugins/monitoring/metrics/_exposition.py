@@ -20,7 +20,6 @@ the scraper accepts it, as Prometheus does.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -187,8 +186,11 @@ class MetricsApp:
         body = render(self._collect(), openmetrics=openmetrics)
         extra = [(b"vary", b"Accept, Accept-Encoding")]
         if len(body) >= _GZIP_MIN and _accepts_gzip(accept_encoding):
-            # level 1: a third of level 6's time on the event loop for 10% more bytes
-            body = gzip.compress(body, compresslevel=1)
+            import zlib  # here: a kernel whose scraper never asks for gzip never loads it
+
+            # level 1: a third of level 6's time on the event loop for 10% more bytes;
+            # wbits 31: the gzip format (header and trailer), without the gzip module's file layer
+            body = zlib.compress(body, 1, wbits=31)
             extra.append((b"content-encoding", b"gzip"))
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         await _respond(send, 200, body, content_type, extra, head=method == "HEAD")
