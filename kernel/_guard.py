@@ -350,8 +350,10 @@ class Guard:
 
     def _allows(self, held: Permissions, ask: Permission) -> bool:
         if ask.kind == "fs":
-            if ask.action == "read" and any(_under(ask.target, root) for root in self._readable):
-                return True  # the interpreter and sys.path: every plugin must be able to import
+            if ask.action == "read" and (
+                any(_under(ask.target, root) for root in self._readable) or ask.target in _module_files()
+            ):
+                return True  # the interpreter, sys.path, loaded code: importing and tracebacks must work
             if ask.target in _DEVICES:
                 return True
             return held.covers(ask)
@@ -470,6 +472,26 @@ def _import_roots() -> tuple[str, ...]:
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     roots.update(os.path.abspath(p) for p in sys.path if p)
     return tuple(sorted(r.rstrip("/") or "/" for r in roots if os.path.isabs(r) and r not in ("/",)))
+
+
+_files_cache: tuple[int, frozenset[str]] = (-1, frozenset())
+
+
+def _module_files() -> frozenset[str]:
+    """The source files of every loaded module (read by tracebacks through linecache),
+    recomputed when the number of loaded modules changes."""
+    global _files_cache
+    count = len(sys.modules)
+    if _files_cache[0] != count:
+        found = set()
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                found.add(os.path.abspath(path))
+                if path.endswith(".pyc"):
+                    found.add(os.path.abspath(path[:-1]))
+        _files_cache = (count, frozenset(found))
+    return _files_cache[1]
 
 
 def _under(path: str, root: str) -> bool:

@@ -267,3 +267,11 @@ async def test_the_guard_goes_quiet_when_its_kernel_stops(tmp_path: Path) -> Non
     assert guard is not None
     assert plugin.touch(str(secret)) == "s3cret"  # the kernel stopped: nobody is refused
     assert guard.events() == []
+
+
+def test_the_source_of_loaded_modules_stays_readable_for_tracebacks() -> None:
+    # linecache reads it when a traceback is formatted, whoever's context that happens in;
+    # an editable install does not put the project on sys.path, so this is its own rule
+    import kernel._guard as guard_module
+
+    assert str(Path(guard_module.__file__).resolve()) in guard_module._module_files()
