@@ -9,6 +9,7 @@ from ._config import DEFAULT_CONFIG_FILE as DEFAULT_CONFIG_FILE
 from ._config import KernelSettings as KernelSettings
 from ._config import OrionConfig as OrionConfig
 from ._config import PluginEntry as PluginEntry
+from ._config import ProcessSettings as ProcessSettings
 from ._config import SandboxSettings as SandboxSettings
 from ._config import load_config as load_config
 from ._discovery import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
@@ -31,6 +32,7 @@ __all__ = [
     "OrionConfig",
     "PluginEntry",
     "PluginInfo",
+    "ProcessSettings",
     "ReloadError",
     "ReloadReport",
     "SandboxSettings",

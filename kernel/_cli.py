@@ -189,6 +189,8 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
         "asked": list(info.asked),
         "granted": list(info.granted),
         "effective": list(info.effective),
+        "isolation": info.isolation,
+        "protections": dict(info.protections),
         "hooks": list(info.hooks),
         "settings": fields,
     }
@@ -199,6 +201,9 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
         env.echo(f"{key + ':':<13}{'' if data[key] is None else data[key]}")
     for key in ("requires", "optional", "provides", "permissions", "asked", "granted", "effective", "hooks"):
         env.echo(f"{key + ':':<13}{', '.join(data[key]) or '-'}")
+    env.echo(f"{'isolation:':<13}{info.isolation}")
+    if info.protections:
+        env.echo(f"{'protections:':<13}{_protections_line(info.protections)}")
     env.echo("settings:" + ("" if fields else "    (none)"))
     rows = [
         {
@@ -212,6 +217,17 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
     if rows:
         env.echo(table(rows, ["field", "type", "default", "doc"]))
     return 0
+
+
+def _protections_line(protections: Mapping[str, Any]) -> str:
+    """What an isolated plugin's worker really got, on one line (warnings after it)."""
+    parts = [f"{name}={value}" for name, value in dict(protections.get("rlimits", {})).items()]
+    for key in ("no_new_privs", "landlock_fs", "landlock_net", "seccomp"):
+        parts.append(f"{key}={'yes' if protections.get(key) else 'NO'}")
+    if protections.get("landlock_abi"):
+        parts.append(f"landlock_abi={protections['landlock_abi']}")
+    warnings = list(protections.get("warnings", ()))
+    return ", ".join(parts) + "".join(f"\n{'':<13}warning: {w}" for w in warnings)
 
 
 def _type_label(prop: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from plugin_sdk._plugin import is_valid_name
 
 from ._structure import NonNegativeInt
 from ._structure import PositiveFloat
+from ._structure import PositiveInt
 from ._structure import describe
 from ._structure import issues_of
 from ._structure import shared_converter
@@ -104,6 +105,57 @@ class KernelSettings:
     )
 
 
+Isolation = Literal["inprocess", "process"]
+
+
+@attrs.frozen
+class ProcessSettings:
+    """The ``[plugins.NAME.process]`` table: limits and supervision of an isolated plugin."""
+
+    memory_mb: NonNegativeInt = attrs.field(
+        default=NonNegativeInt(2048), metadata=_doc("Address-space limit of the worker (RLIMIT_AS) in MiB; 0: none.")
+    )
+    cpu_seconds: NonNegativeInt = attrs.field(
+        default=NonNegativeInt(0), metadata=_doc("CPU seconds the worker may use in all (RLIMIT_CPU); 0: no limit.")
+    )
+    open_files: NonNegativeInt = attrs.field(
+        default=NonNegativeInt(256),
+        metadata=_doc("Open file descriptors the worker may hold (RLIMIT_NOFILE); 0: no limit."),
+    )
+    call_timeout: PositiveFloat = attrs.field(
+        default=PositiveFloat(30.0),
+        metadata=_doc("Seconds one call into the worker may take; past it the worker is killed and restarted."),
+    )
+    env: dict[str, str] = attrs.field(
+        factory=dict, metadata=_doc("Environment variables the worker gets (its environment is otherwise scrubbed).")
+    )
+    pass_env: tuple[str, ...] = attrs.field(
+        default=(), metadata=_doc("Names of the kernel's environment variables passed through to the worker.")
+    )
+    wrapper: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=_doc("A command the worker is started under, e.g. ['bwrap', ...] (it must pass file descriptors on)."),
+    )
+    max_restarts: NonNegativeInt = attrs.field(
+        default=NonNegativeInt(5),
+        metadata=_doc("Crashes within restart_window after which the plugin is quarantined instead of restarted."),
+    )
+    restart_window: PositiveFloat = attrs.field(
+        default=PositiveFloat(60.0), metadata=_doc("Seconds over which crashes are counted.")
+    )
+    backoff: PositiveFloat = attrs.field(
+        default=PositiveFloat(0.1),
+        metadata=_doc("Seconds before the first restart; doubled for each crash in the window."),
+    )
+    max_backoff: PositiveFloat = attrs.field(
+        default=PositiveFloat(10.0), metadata=_doc("The longest wait before a restart, in seconds.")
+    )
+    max_frame: PositiveInt = attrs.field(
+        default=PositiveInt(16 * 1024 * 1024),
+        metadata=_doc("Largest message, in bytes, either side may send; a worker sending more is killed."),
+    )
+
+
 @attrs.frozen
 class PluginEntry:
     """One ``[plugins.NAME]`` table."""
@@ -129,6 +181,16 @@ class PluginEntry:
     stop_timeout: PositiveFloat | None = attrs.field(
         default=None, metadata=_doc("Seconds this plugin's stop() may take.")
     )
+    isolation: Isolation = attrs.field(
+        default="inprocess",
+        metadata=_doc(
+            "'inprocess', or 'process': run the plugin in a confined worker process of its own "
+            "(resource limits, Landlock, seccomp), the boundary for code you do not trust."
+        ),
+    )
+    process: ProcessSettings = attrs.field(
+        factory=ProcessSettings, metadata=_doc("Limits and supervision under isolation = 'process'.")
+    )
     permissions: tuple[str, ...] = attrs.field(
         default=(),
         metadata=_doc(
@@ -151,7 +213,7 @@ class OrionConfig:
 
 # Resolve the string annotations now: the public package renames __module__
 # (kernel.OrionConfig), after which they could no longer be looked up.
-for _cls in (SandboxSettings, KernelSettings, PluginEntry, OrionConfig):
+for _cls in (SandboxSettings, KernelSettings, ProcessSettings, PluginEntry, OrionConfig):
     attrs.resolve_types(_cls)
 
 _converter: Final = shared_converter

@@ -44,6 +44,8 @@ class Candidate:
     dist_version: str | None = None
     #: ``load()`` makes a new instance each time (false for instances passed in code)
     fresh_instances: bool = True
+    #: ``module:Qualname`` a fresh process can import it from (process isolation), if any
+    target: str | None = None
 
 
 def instantiate(obj: object, source: str) -> object:
@@ -80,7 +82,12 @@ def from_code(plugins: Iterable[object]) -> dict[str, Candidate]:
             raise PluginError(f"plugin passed in code has no name: {plugin!r}")
         if name in found:
             raise PluginError(f"two plugins passed in code are named {name!r}")
-        found[name] = Candidate(name, "code", "code", _loader(plugin, "code"), fresh_instances=isinstance(plugin, type))
+        cls = plugin if isinstance(plugin, type) else type(plugin)
+        importable = "<locals>" not in cls.__qualname__ and cls.__module__ != "__main__"
+        target = f"{cls.__module__}:{cls.__qualname__}" if importable else None
+        found[name] = Candidate(
+            name, "code", "code", _loader(plugin, "code"), fresh_instances=isinstance(plugin, type), target=target
+        )
     return found
 
 
@@ -90,7 +97,7 @@ def _loader(obj: object, source: str) -> Callable[[], object]:
 
 def from_config_source(name: str, spec: str) -> Candidate:
     """A candidate for ``[plugins.NAME] source = "module:Class"``."""
-    return Candidate(name, "config", spec, lambda: instantiate(import_source(spec), spec))
+    return Candidate(name, "config", spec, lambda: instantiate(import_source(spec), spec), target=spec)
 
 
 def from_entry_points(group: str = ENTRY_POINT_GROUP) -> dict[str, Candidate]:
@@ -105,7 +112,7 @@ def from_entry_points(group: str = ENTRY_POINT_GROUP) -> dict[str, Candidate]:
         version = getattr(dist, "version", None)
         dist_name = getattr(dist, "name", None) or "?"
         source = f"entry point {dist_name} {version or ''} ({ep.value})".replace("  ", " ")
-        found[ep.name] = Candidate(ep.name, "entry_point", source, _ep_loader(ep, source), version)
+        found[ep.name] = Candidate(ep.name, "entry_point", source, _ep_loader(ep, source), version, target=ep.value)
     return found
 
 

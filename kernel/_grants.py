@@ -64,6 +64,8 @@ def _placeholder_values(record: PluginRecord, data_dir: str) -> dict[str, Any]:
     settings = record.settings
     if settings is not None and attrs.has(type(settings)):
         values.update({field.name: getattr(settings, field.name) for field in attrs.fields(type(settings))})
+    elif isinstance(settings, dict):  # an isolated plugin's settings, as its worker structured them
+        values.update(settings)
     values["data_dir"] = data_dir
     return values
 
@@ -119,14 +121,15 @@ def resolve(record: PluginRecord, policy: SandboxDefault, data_root: str | os.Pa
     data_dir = data_dir_of(data_root, record.name)
     asked = asked_permissions(record, data_dir)
     granted = Permissions.parse(record.entry.permissions)  # checked when the config was read
+    implicit = implicit_permissions(record, data_dir)
     if policy == "deny":
-        missing = granted.missing(asked)
+        missing = Permissions((*granted, *implicit)).missing(asked)  # asking for what it holds anyway is fine
         if missing:
             texts = [str(p) for p in missing]
             raise PermissionsNotGranted(record.name, texts, config_line(record.entry.permissions, texts))
     covered = list(asked)  # all of them: under deny each is covered, under allow each is granted
     unused = tuple(str(grant) for grant in granted if not any(grant.covers(ask) for ask in asked))
-    effective = Permissions(tuple(dict.fromkeys([*covered, *implicit_permissions(record, data_dir)])))
+    effective = Permissions(tuple(dict.fromkeys([*covered, *implicit])))
     return Grants(asked=asked, granted=granted, effective=effective, unused=unused)
 
 

@@ -82,6 +82,11 @@ class PluginInfo:
     granted: tuple[str, ...] = ()
     #: what the plugin holds: its covered asks plus its data directory and declared services
     effective: tuple[str, ...] = ()
+    #: ``inprocess`` or ``process``
+    isolation: str = "inprocess"
+    #: under process isolation, what its worker's confinement really applied (rlimits,
+    #: no_new_privs, landlock_fs, landlock_net, seccomp, warnings)
+    protections: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 def _info(record: PluginRecord, operations: tuple[str, ...]) -> PluginInfo:
@@ -103,6 +108,8 @@ def _info(record: PluginRecord, operations: tuple[str, ...]) -> PluginInfo:
         asked=tuple(str(p) for p in record.grants.asked),
         granted=record.entry.permissions,
         effective=tuple(str(p) for p in record.grants.effective),
+        isolation=record.entry.isolation,
+        protections=dict(getattr(record.plugin, "protections", None) or {}),
     )
 
 
@@ -246,7 +253,7 @@ class Kernel:
         records, issues = build_records(self._config, candidates)
         for record in records.values():
             if record.enabled:
-                load_record(record)
+                load_record(record, isolate=self._stand_in)
                 if record.manifest is not None:
                     issues.extend(configure_record(record))
         grant_records(records.values(), self._config.kernel.sandbox.default, self._lifecycle.data_root)
@@ -357,6 +364,15 @@ class Kernel:
             that is not an SDK error; ``__cause__`` is the original.
         """
         return self._pipeline.invoke(name, args, principal=principal)
+
+    def _stand_in(self, record: PluginRecord) -> object:
+        """The kernel-side stand-in of a plugin under ``isolation = "process"``."""
+        from ._isolation import describe
+        from ._isolation import stand_in
+
+        timeout = record.entry.start_timeout or self._config.kernel.start_timeout
+        description = describe(record, self._lifecycle.data_root, timeout)
+        return stand_in(record, description, self._relay, self._quarantine)
 
     def _quarantine(self, name: str, error: Exception) -> None:
         self._lifecycle.quarantine(name, error)

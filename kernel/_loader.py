@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Final
@@ -77,10 +78,19 @@ def build_records(
     return records, issues
 
 
-def load_record(record: PluginRecord) -> None:
-    """Import and validate one enabled plugin; a failure marks the record failed (soft)."""
+def load_record(record: PluginRecord, isolate: Callable[[PluginRecord], object] | None = None) -> None:
+    """Import and validate one enabled plugin; a failure marks the record failed (soft).
+
+    :param isolate: builds the stand-in of a plugin under ``isolation = "process"``
+        (its worker describes it; the kernel never imports it).
+    """
     try:
-        plugin = record.candidate.load()  # may run arbitrary import-time code
+        if record.entry.isolation == "process":
+            if isolate is None:
+                raise PluginError(f"plugin {record.name!r}: process isolation is not available here")
+            plugin = isolate(record)
+        else:
+            plugin = record.candidate.load()  # may run arbitrary import-time code
         manifest = Manifest.of(plugin)
         if manifest.name != record.name:
             raise ManifestError(
@@ -101,8 +111,16 @@ def load_record(record: PluginRecord) -> None:
 
 
 def configure_record(record: PluginRecord) -> list[ConfigIssue]:
-    """Structure a loaded plugin's settings into its ``Config``."""
+    """Structure a loaded plugin's settings into its ``Config`` (an isolated plugin's
+    worker has done it already: its settings, defaults filled in, arrive as plain data)."""
     assert record.manifest is not None
+    description = getattr(record.plugin, "description", None)
+    if getattr(record.plugin, "isolated", False) and isinstance(description, dict):
+        issues = [ConfigIssue(i["path"], i["message"]) for i in description.get("issues", ())]
+        if not issues:
+            record.settings = dict(description.get("settings", {}))
+            record.state = PluginState.CONFIGURED
+        return issues
     settings, issues = structure_settings(record.name, record.manifest.Config, record.entry.settings)
     if not issues:
         record.settings = settings

@@ -111,7 +111,7 @@ async def apply_reload(kernel: Kernel, config: OrionConfig) -> ReloadReport:
     current = lc.records
     plan = _diff(current, fresh, issues)
     for record in plan.start:
-        load_record(record)
+        load_record(record, isolate=kernel._stand_in)
         if record.state is PluginState.FAILED:
             issues.append(ConfigIssue(f"plugins.{record.name}", record.last_error or "cannot load"))
         else:

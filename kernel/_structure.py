@@ -55,11 +55,14 @@ class Invalid(ValueError):
 PositiveFloat = NewType("PositiveFloat", float)
 #: An int that must be >= 0.
 NonNegativeInt = NewType("NonNegativeInt", int)
+#: An int that must be > 0.
+PositiveInt = NewType("PositiveInt", int)
 
 #: constrained type -> (base type, JSON Schema keywords)
 CONSTRAINED: Final[dict[Any, tuple[type, dict[str, Any]]]] = {
     PositiveFloat: (float, {"exclusiveMinimum": 0}),
     NonNegativeInt: (int, {"minimum": 0}),
+    PositiveInt: (int, {"exclusiveMinimum": 0}),
 }
 
 
@@ -125,6 +128,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _strict(bool, (bool,), bool))
     converter.register_structure_hook(PositiveFloat, _bounded(_strict(float, (int, float), float), 0, strict=True))
     converter.register_structure_hook(NonNegativeInt, _bounded(_strict(int, (int,), int), 0, strict=False))
+    converter.register_structure_hook(PositiveInt, _bounded(_strict(int, (int,), int), 0, strict=True))
     converter.register_structure_hook_factory(_is_list, _list_hook)
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
     converter.register_structure_hook_factory(is_mapping, _mapping_hook)

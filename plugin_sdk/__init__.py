@@ -23,6 +23,7 @@ from ._errors import OperationNotFound as OperationNotFound
 from ._errors import OrionError as OrionError
 from ._errors import PermissionDenied as PermissionDenied
 from ._errors import PermissionsNotGranted as PermissionsNotGranted
+from ._errors import PluginCrashed as PluginCrashed
 from ._errors import PluginError as PluginError
 from ._errors import PluginStartError as PluginStartError
 from ._errors import ServiceUnavailable as ServiceUnavailable
@@ -139,6 +140,7 @@ __all__ = [
     "Permission",
     "Permissions",
     "PermissionsNotGranted",
+    "PluginCrashed",
     "Ports",
     "Phase",
     "Plugin",

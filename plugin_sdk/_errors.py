@@ -101,6 +101,11 @@ class HookTimeout(PluginError):
         self.timeout = timeout
 
 
+class PluginCrashed(PluginError):
+    """An isolated plugin's worker process died (or was killed: a limit breach, a hung
+    call, a protocol violation) while a call was in flight, or is restarting after it."""
+
+
 @attrs.frozen
 class ConfigIssue:
     """One problem in a configuration, with the dotted path where it is."""

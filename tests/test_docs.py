@@ -14,6 +14,7 @@ import pytest
 from kernel import Kernel
 from kernel import KernelSettings
 from kernel import PluginEntry
+from kernel import ProcessSettings
 from kernel import SandboxSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ def _python_blocks(after_heading: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-@pytest.mark.parametrize("cls", [KernelSettings, SandboxSettings, PluginEntry])
+@pytest.mark.parametrize("cls", [KernelSettings, SandboxSettings, PluginEntry, ProcessSettings])
 def test_every_config_field_is_in_the_reference(cls: type) -> None:
     for field in attrs.fields(cls):
         assert f"| `{field.name}` |" in README, f"{cls.__name__}.{field.name} missing from README"
