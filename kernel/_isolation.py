@@ -464,9 +464,7 @@ class Runner:
         self.protections = dict(ready.get("protections", {}))
         for warning in self.protections.get("warnings", ()):
             log.warning("plugin %s: isolation: %s", self.name, warning)
-        ours.setblocking(False)
-        stream = await anyio.abc.UNIXSocketStream.from_socket(ours)
-        self.channel = AsyncChannel(stream, max_frame=self.limits.max_frame)
+        self.channel = AsyncChannel(ours, max_frame=self.limits.max_frame)
         self.sync = SyncChannel(sync_ours, max_frame=self.limits.max_frame)
         self._exited = anyio.Event()
         self._down = None

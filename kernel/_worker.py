@@ -20,6 +20,7 @@ plugin and answers calls until told to stop or the channel closes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import inspect
 import logging
@@ -168,6 +169,9 @@ class Worker:
         self.stopping: Any = None
         self.group: Any = None
         self.token: Any = None
+        self._impls: dict[str, Callable[..., Any]] | None = None
+        #: requests being handled (asyncio tasks: cheaper than a task group's start_soon per call)
+        self._handling: set[Any] = set()
 
     async def run(self) -> None:
         import anyio
@@ -193,6 +197,8 @@ class Worker:
             threading.Thread(target=self._serve_sync, name="orion-sync-calls", daemon=True).start()
             group.start_soon(self._read_loop)
             await self.stopping.wait()
+            for task in list(self._handling):
+                task.cancel()
             group.cancel_scope.cancel()
 
     def _install_logging(self) -> None:
@@ -218,7 +224,9 @@ class Worker:
                     if waiter is not None:
                         waiter.set(message)
                     continue
-                self.group.start_soon(self._handle, message)
+                task = asyncio.get_running_loop().create_task(self._handle(message))
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
         except ChannelError:
             pass  # the kernel went away: nothing to serve
         self.stopping.set()
@@ -284,15 +292,20 @@ class Worker:
         raise ChannelError(f"unknown request {kind!r}")
 
     def _impl(self, hook: str) -> Callable[..., Any]:
-        from plugin_sdk._markers import PROJECT
+        if self._impls is None:
+            from plugin_sdk._markers import PROJECT
 
-        for attr in dir(type(self.plugin)):
-            value = getattr(self.plugin, attr, None)
-            opts = getattr(value, f"{PROJECT}_impl", None)
-            if opts is not None and (opts.get("specname") or attr) == hook and callable(value):
-                impl: Callable[..., Any] = value
-                return impl
-        raise AttributeError(f"the plugin does not implement hook {hook!r}")
+            found: dict[str, Callable[..., Any]] = {}
+            for attr in dir(type(self.plugin)):
+                value = getattr(self.plugin, attr, None)
+                opts = getattr(value, f"{PROJECT}_impl", None)
+                if opts is not None and callable(value):
+                    found[opts.get("specname") or attr] = value
+            self._impls = found
+        try:
+            return self._impls[hook]
+        except KeyError:
+            raise AttributeError(f"the plugin does not implement hook {hook!r}") from None
 
     def _serve_sync(self) -> None:
         """Sync hook calls: read a request, run the impl in the worker's event loop thread, answer."""
@@ -382,11 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     import anyio
 
     async def serve() -> None:
-        from anyio.abc import UNIXSocketStream
-
-        sock.setblocking(False)
-        stream = await UNIXSocketStream.from_socket(sock)
-        channel = AsyncChannel(stream, max_frame=int(hello.get("max_frame", 16 << 20)))
+        channel = AsyncChannel(sock, max_frame=int(hello.get("max_frame", 16 << 20)))
         await Worker(hello, channel, sync).run()
 
     try:
