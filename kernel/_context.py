@@ -19,6 +19,7 @@ from plugin_sdk import HookOutcome
 from plugin_sdk import Hooks
 from plugin_sdk import HookSpec
 from plugin_sdk import KernelSnapshot
+from plugin_sdk import Manifest
 from plugin_sdk import Middleware
 from plugin_sdk import PermissionDenied
 from plugin_sdk import Permissions
@@ -38,6 +39,24 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 _TOKEN: Final = object()
+
+
+def check_provide(manifest: Manifest, name: str) -> None:
+    """:raises PermissionDenied: ``name`` is not in the manifest's ``provides``."""
+    if name not in manifest.provides:
+        raise PermissionDenied(
+            f"plugin {manifest.name!r} may not provide service {name!r}: it is not in the "
+            f"manifest's provides {list(manifest.provides)!r}"
+        )
+
+
+def check_service(manifest: Manifest, name: str) -> None:
+    """:raises PermissionDenied: ``name`` is in neither ``requires`` nor ``optional``."""
+    if name not in manifest.requires and name not in manifest.optional:
+        raise PermissionDenied(
+            f"plugin {manifest.name!r} did not declare service {name!r}: add it to the "
+            "manifest's requires or optional to use it"
+        )
 
 
 class HookCaller:
@@ -115,27 +134,14 @@ class KernelContext(PluginContext[Any]):
             self._data_dir = path
         return self._data_dir
 
-    def _manifest_lists(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-        manifest = self._record.manifest
-        assert manifest is not None
-        return manifest.provides, manifest.requires, manifest.optional
-
     def provide(self, name: str, service: object) -> None:
-        provides, _, _ = self._manifest_lists()
-        if name not in provides:
-            raise PermissionDenied(
-                f"plugin {self.name!r} may not provide service {name!r}: it is not in the "
-                f"manifest's provides {list(provides)!r}"
-            )
+        assert self._record.manifest is not None
+        check_provide(self._record.manifest, name)
         self._record.provided[name] = service
 
     def service(self, name: str, kind: Callable[..., T] | None = None) -> Any:
-        _, requires, optional = self._manifest_lists()
-        if name not in requires and name not in optional:
-            raise PermissionDenied(
-                f"plugin {self.name!r} did not declare service {name!r}: add it to the "
-                "manifest's requires or optional to use it"
-            )
+        assert self._record.manifest is not None
+        check_service(self._record.manifest, name)
         return self._host.lookup_service(self._record, name)
 
     def register_operation(

@@ -29,11 +29,13 @@ from plugin_sdk import Hooks
 from plugin_sdk import KernelSnapshot
 from plugin_sdk import Manifest
 from plugin_sdk import Middleware
-from plugin_sdk import PermissionDenied
 from plugin_sdk import Permissions
 from plugin_sdk import Phase
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+
+from ._context import check_provide
+from ._context import check_service
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -122,19 +124,11 @@ class WorkerContext(PluginContext[Any]):
         return self._permissions
 
     def provide(self, name: str, service: object) -> None:
-        if name not in self._manifest.provides:
-            raise PermissionDenied(
-                f"plugin {self.name!r} may not provide service {name!r}: it is not in the "
-                f"manifest's provides {list(self._manifest.provides)!r}"
-            )
+        check_provide(self._manifest, name)
         self._worker.services[name] = service
 
     def service(self, name: str, kind: Callable[..., T] | None = None) -> Any:
-        if name not in self._manifest.requires and name not in self._manifest.optional:
-            raise PermissionDenied(
-                f"plugin {self.name!r} did not declare service {name!r}: add it to the "
-                "manifest's requires or optional to use it"
-            )
+        check_service(self._manifest, name)
         return ServiceProxy(self._worker, name)
 
     def register_operation(

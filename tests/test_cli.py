@@ -914,3 +914,17 @@ def test_run_stops_cleanly_on_sigterm_sent_as_soon_as_running_is_printed(project
     assert "running" in result.stdout
     assert result.returncode == 0
     assert (project / ".orion" / "myplugin" / "stopped").exists()
+
+
+def test_plugins_info_shows_the_isolation_and_what_the_worker_really_got(project: Path) -> None:
+    (project / "orion.toml").write_text(ENABLED + 'isolation = "process"\n')
+    result = cli(project, "plugins", "info", "myplugin")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if ":" in line}
+    assert lines["isolation"] == "process"
+    assert "RLIMIT_AS=" in lines["protections"]
+    assert "no_new_privs=yes" in lines["protections"]
+    data = json.loads(cli(project, "plugins", "info", "myplugin", "--json").stdout)
+    assert data["isolation"] == "process"
+    assert data["protections"]["no_new_privs"] is True
+    assert "landlock_fs" in data["protections"] and "seccomp" in data["protections"]
