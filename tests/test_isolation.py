@@ -205,3 +205,12 @@ async def test_a_sync_hook_that_hangs_times_out_and_the_worker_is_replaced() -> 
         assert k.hooks.consecutive_failures("echo") == 1
         assert await eventually(lambda: k.invoke("echo.pid", {})) != first
         assert k.hooks.call(Specs.shout, text="y") == ["Y"]
+
+
+async def test_an_operator_wrapper_command_starts_the_worker() -> None:
+    # a stand-in for bwrap or nsjail: any command that runs the rest of its arguments
+    config = isolated("misbehaving", wrapper=["/usr/bin/env", "ORION_WRAPPED=1"])
+    async with kernel(config, Misbehaving()) as k:
+        assert k.plugins["misbehaving"].state is PluginState.RUNNING, k.plugins["misbehaving"].last_error
+        env = await k.invoke("misbehaving.env", {})
+    assert env["ORION_WRAPPED"] == "1"
