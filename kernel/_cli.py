@@ -177,7 +177,10 @@ def cmd_plugins_info(args: argparse.Namespace, env: Environment, kernel: Kernel)
         return 1
     record = kernel._lifecycle.records[args.name]
     fields = {}
-    if record.manifest is not None:
+    description = getattr(record.plugin, "description", None)
+    if getattr(record.plugin, "isolated", False) and isinstance(description, dict):
+        fields = dict(description.get("settings_schema", {}).get("properties", {}))  # the worker's, from its Config
+    elif record.manifest is not None:
         fields = class_schema(record.manifest.Config)["properties"]
     data = {
         **_info_row(info),

@@ -281,8 +281,14 @@ class IsolatedPlugin(Plugin):
         return found
 
     async def start(self, ctx: PluginContext[Any]) -> None:
-        self._runner = Runner(self, self._record, ctx, self._quarantine)
-        await self._runner.start()
+        runner = self._runner = Runner(self, self._record, ctx, self._quarantine)
+        try:
+            await runner.start()
+        except BaseException:
+            # A start that failed, timed out or was cancelled leaves no worker behind.
+            with anyio.CancelScope(shield=True):
+                await runner.abort()
+            raise
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -316,7 +322,7 @@ def stand_in(
         "before": tuple(manifest["before"]),
         "after": tuple(manifest["after"]),
         "backends": tuple(manifest["backends"]),
-        "Config": NoSettings,
+        "Config": _settings_class(manifest["name"], description.get("settings_fields", ())),
         "description": dict(description),
         "__module__": __name__,
         "__qualname__": f"IsolatedPlugin[{manifest['name']}]",
@@ -334,6 +340,16 @@ def stand_in(
         namespace[hook] = _forwarder(hook, spec.options.argnames, is_async)
     cls = type(f"IsolatedPlugin_{manifest['name']}", (IsolatedPlugin,), namespace)
     return cls(record, quarantine)  # type: ignore[no-any-return]
+
+
+def _settings_class(name: str, fields: Any) -> type:
+    """An attrs class with the field names of the plugin's real ``Config`` (which the kernel
+    never imports): enough for the manifest's ``{placeholder}`` check.  The worker structures
+    the settings; the kernel holds them as plain data."""
+    names = [str(field) for field in fields if str(field).isidentifier()]
+    if not names:
+        return NoSettings
+    return attrs.make_class(f"{name}_settings", {field: attrs.field(default=None) for field in names}, frozen=True)
 
 
 def _forwarder(hook: str, argnames: tuple[str, ...], is_async: bool) -> Callable[..., Any]:
@@ -502,22 +518,53 @@ class Runner:
         return handler
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._down is None and self.channel is not None:
-            try:
-                await self.request({"t": "stop"}, within=self.record.entry.stop_timeout or 30.0)
-            except Exception as exc:
-                log.warning("plugin %s: worker did not stop cleanly: %s", self.name, exc)
-        await self._kill(grace=2.0)
-        self._fail_calls(PluginCrashed(f"plugin {self.name!r} stopped", plugin=self.name))
+        """Ask the worker to stop the plugin; whatever happens (an error, the kernel's stop
+        timeout cancelling this), the worker is gone afterwards.
 
-    async def _kill(self, grace: float = 0.0) -> None:
+        :raises Exception: what the plugin's ``stop()`` raised in the worker.
+        """
+        self._stopping = True
+        failure: Exception | None = None
+        try:
+            if self._down is None and self.channel is not None:
+                await self.request({"t": "stop"})
+        except PluginCrashed:
+            pass  # already gone
+        except Exception as exc:
+            failure = exc
+        finally:
+            # The worker exits once its tasks are done; it gets what is left of the kernel's
+            # stop bound for that, then it is killed (shielded: a cancelled stop kills too).
+            remaining = anyio.current_effective_deadline() - anyio.current_time()
+            grace = 0.0 if failure is not None else max(0.0, min(remaining, 30.0))
+            with anyio.CancelScope(shield=True):
+                lingered = await self._kill(grace=grace)
+                self._fail_calls(PluginCrashed(f"plugin {self.name!r} stopped", plugin=self.name))
+        if failure is not None:
+            raise failure
+        if lingered:
+            raise PluginError(
+                f"plugin {self.name!r}: its worker did not exit within the stop timeout "
+                "(background tasks still running); it was killed",
+                plugin=self.name,
+            )
+
+    async def abort(self) -> None:
+        """Kill the worker at once (a failed or cancelled start)."""
+        self._stopping = True
+        await self._kill()
+        self._fail_calls(PluginCrashed(f"plugin {self.name!r} did not start", plugin=self.name))
+
+    async def _kill(self, grace: float = 0.0) -> bool:
+        """Kill the worker (after ``grace`` seconds to exit by itself); True if it had to be killed
+        after a grace period."""
         process = self.process
         if process is None:
-            return
+            return False
         if process.returncode is None and grace:
             with anyio.move_on_after(grace):
                 await process.wait()
+        lingered = bool(grace) and process.returncode is None
         if process.returncode is None:
             try:
                 os.killpg(process.pid, 9)  # its session: nothing it started survives it
@@ -527,11 +574,14 @@ class Runner:
                 process.kill()
             with anyio.move_on_after(5):
                 await process.wait()
+        with anyio.move_on_after(5):
+            await process.aclose()  # its pipes too, so nothing is left to the loop's finalizers
         for channel in (self.sync,):
             if channel is not None:
                 channel.close()
         if self.channel is not None:
             await self.channel.aclose()
+        return lingered
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -568,7 +618,7 @@ class Runner:
                 plugin=self.name,
             )
         if reply.get("t") == "error":
-            raise rebuild_error(str(reply.get("kind", "PluginError")), str(reply.get("message", "")))
+            raise rebuild_error(str(reply.get("kind", "PluginError")), str(reply.get("message", "")), self.name)
         return reply.get("value")
 
     async def call(self, hook: str, kwargs: dict[str, Any]) -> Any:
@@ -591,7 +641,7 @@ class Runner:
                 self._kill_now(f"the sync channel broke: {exc}")
                 raise PluginCrashed(f"plugin {self.name!r} crashed: {exc}", plugin=self.name) from None
         if reply.get("t") == "error":
-            raise rebuild_error(str(reply.get("kind", "PluginError")), str(reply.get("message", "")))
+            raise rebuild_error(str(reply.get("kind", "PluginError")), str(reply.get("message", "")), self.name)
         return reply.get("value")
 
     def _kill_now(self, reason: str) -> None:
@@ -671,11 +721,14 @@ class Runner:
             if stream is None:
                 return
             buffer = b""
-            async for chunk in stream:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self.ctx.log.log(level, "worker: %s", line.decode(errors="replace")[:2000])
+            try:
+                async for chunk in stream:
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        self.ctx.log.log(level, "worker: %s", line.decode(errors="replace")[:2000])
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return  # the worker was killed and its pipes closed
 
         async with anyio.create_task_group() as group:
             group.start_soon(pump, process.stdout, logging.INFO)

@@ -109,10 +109,13 @@ def _hooks_of(plugin: object) -> dict[str, bool]:
 
 def describe(hello: Mapping[str, Any]) -> dict[str, Any]:
     """The ``described`` frame: manifest, hooks and settings issues of the plugin."""
+    import attrs
+
     from plugin_sdk import Manifest
 
     from ._config import structure_settings
     from ._config import unstructure
+    from ._schema import class_schema
 
     plugin = _load(hello["target"])
     manifest = Manifest.of(plugin)
@@ -139,6 +142,8 @@ def describe(hello: Mapping[str, Any]) -> dict[str, Any]:
         "hooks": _hooks_of(plugin),
         "issues": [{"path": issue.path, "message": issue.message} for issue in issues],
         "settings": unstructure(settings) if not issues else {},
+        "settings_fields": [field.name for field in attrs.fields(manifest.Config)],
+        "settings_schema": class_schema(manifest.Config),
     }
 
 

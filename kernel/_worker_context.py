@@ -43,15 +43,17 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def rebuild_error(kind: str, message: str) -> Exception:
-    """An SDK error of the named type when there is one (``PermissionDenied``, ...), else ``PluginError``."""
+def rebuild_error(kind: str, message: str, plugin: str | None = None) -> Exception:
+    """The exception to raise on this side for one raised on the other: an SDK error of
+    the same type when it is one (``PermissionDenied``, ...), else :class:`~plugin_sdk.WorkerError`
+    (which, not being an SDK error, counts as the plugin failing)."""
     cls = getattr(plugin_sdk, kind, None)
     if isinstance(cls, type) and issubclass(cls, plugin_sdk.OrionError):
         try:
             return cls(message)
         except TypeError:  # an error type whose constructor takes more than a message
             pass
-    return PluginError(f"{kind}: {message}")
+    return plugin_sdk.WorkerError(kind, message, plugin=plugin)
 
 
 class ServiceProxy:

@@ -27,6 +27,7 @@ from ._errors import PluginCrashed as PluginCrashed
 from ._errors import PluginError as PluginError
 from ._errors import PluginStartError as PluginStartError
 from ._errors import ServiceUnavailable as ServiceUnavailable
+from ._errors import WorkerError as WorkerError
 from ._hooks_api import HookOutcome as HookOutcome
 from ._hooks_api import Hooks as Hooks
 from ._http import ASGIApp as ASGIApp
@@ -141,6 +142,7 @@ __all__ = [
     "Permissions",
     "PermissionsNotGranted",
     "PluginCrashed",
+    "WorkerError",
     "Ports",
     "Phase",
     "Plugin",

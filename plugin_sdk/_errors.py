@@ -101,6 +101,25 @@ class HookTimeout(PluginError):
         self.timeout = timeout
 
 
+class WorkerError(Exception):
+    """An exception raised inside an isolated plugin's worker process, re-raised in the kernel.
+
+    Deliberately not an :class:`OrionError`: it is the plugin failing (a bug,
+    a ``PermissionError`` from its confinement, a ``MemoryError`` from its
+    limit), and it counts toward the plugin's quarantine like any exception of
+    an in-process plugin.  SDK errors raised on purpose in the worker
+    (``PermissionDenied``, ``InvalidArguments``, ...) cross as themselves.
+
+    :param kind: the exception's type name in the worker, e.g. ``"ValueError"``.
+    """
+
+    def __init__(self, kind: str, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+        self.message = message
+        self.plugin = plugin
+
+
 class PluginCrashed(PluginError):
     """An isolated plugin's worker process died (or was killed: a limit breach, a hung
     call, a protocol violation) while a call was in flight, or is restarting after it."""
