@@ -321,7 +321,8 @@ def stand_in(
         "priority": manifest["priority"],
         "before": tuple(manifest["before"]),
         "after": tuple(manifest["after"]),
-        "backends": tuple(manifest["backends"]),
+        # the kernel's side of the channel runs on asyncio (its default backend)
+        "backends": ("asyncio",) if "asyncio" in manifest["backends"] else (),
         "Config": _settings_class(manifest["name"], description.get("settings_fields", ())),
         "description": dict(description),
         "__module__": __name__,

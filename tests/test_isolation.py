@@ -219,3 +219,12 @@ async def test_an_operator_wrapper_command_starts_the_worker() -> None:
         assert k.plugins["misbehaving"].state is PluginState.RUNNING, k.plugins["misbehaving"].last_error
         env = await k.invoke("misbehaving.env", {})
     assert env["ORION_WRAPPED"] == "1"
+
+
+def test_process_isolation_needs_the_asyncio_backend() -> None:
+    async def main() -> str | None:
+        async with kernel(isolated("echo"), Echo()) as k:
+            return k.plugins["echo"].last_error
+
+    error = anyio.run(main, backend="trio")
+    assert error is not None and "does not support the trio event loop" in error
