@@ -15,8 +15,6 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from fault_plugins import ALLOWED_DIR
-from fault_plugins import ALLOWED_PORT
 from fault_plugins import FaultSpecs
 from fault_plugins import Faulty
 from fault_plugins import Healthy
@@ -77,13 +75,17 @@ def make_kernel(
     settings: dict[str, Any] | None = None,
     grants: list[str] | None = None,
     guard: str = "off",
+    allowed_dir: Path | None = None,
+    allowed_port: int = 9,
     **faulty_entry: Any,
 ) -> Kernel:
-    """A kernel running ``Faulty`` (in ``mode``) and ``Healthy`` (in-process), with small bounds."""
-    Path(ALLOWED_DIR).mkdir(exist_ok=True)
+    """A kernel running ``Faulty`` (in ``mode``) and ``Healthy`` (in-process), with small bounds;
+    ``Faulty`` asks for (and is granted) reading ``allowed_dir`` and connecting to ``allowed_port``."""
+    where = allowed_dir if allowed_dir is not None else data.parent / "allowed"
+    where.mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {
-        "settings": settings or {},
-        "permissions": grants if grants is not None else list(Faulty.permissions),
+        "settings": {"allowed_dir": str(where), "allowed_port": allowed_port, **(settings or {})},
+        "permissions": grants if grants is not None else [f"fs:read:{where}", f"net:connect:127.0.0.1:{allowed_port}"],
         **faulty_entry,
     }
     if mode == "process":
@@ -141,7 +143,7 @@ def listeners() -> Iterator[tuple[Listener, Listener]]:
                 conn.sendall(b"hi")
 
     threads = []
-    for port in (ALLOWED_PORT, 0):
+    for port in (0, 0):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))

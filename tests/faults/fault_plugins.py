@@ -42,12 +42,9 @@ class FaultySettings:
     #: ``raise`` or ``hang`` in start() / stop(); empty: behave
     on_start: str = ""
     on_stop: str = ""
-
-
-#: what the faulty plugin asks for (and the tests grant).  Fixed, not ``{setting}``
-#: placeholders: an isolated plugin's placeholders are refused (see ``Placeholders``).
-ALLOWED_DIR = "/tmp/orion-faults-allowed"
-ALLOWED_PORT = 47391
+    #: what it asks to read and to connect to (its permissions are filled in from these)
+    allowed_dir: str = "/nonexistent/orion-faults-allowed"
+    allowed_port: int = 9
 
 
 class Faulty(Plugin):
@@ -55,7 +52,7 @@ class Faulty(Plugin):
 
     name = "faulty"
     version = "1.0.0"
-    permissions = (f"fs:read:{ALLOWED_DIR}", f"net:connect:127.0.0.1:{ALLOWED_PORT}")
+    permissions = ("fs:read:{allowed_dir}", "net:connect:127.0.0.1:{allowed_port}")
     Config = FaultySettings
 
     OPERATIONS = (

@@ -19,7 +19,6 @@ from conftest import alive
 from conftest import make_kernel
 from conftest import pinging
 from conftest import worker_pid
-from fault_plugins import ALLOWED_DIR
 from fault_plugins import FaultSpecs
 from fault_plugins import Healthy
 from fault_plugins import Placeholders
@@ -356,11 +355,11 @@ async def test_grants_are_kept_to_their_letter(mode: str, tmp_path: Path, listen
     isolated_only(mode, "the in-process guard case is test_ungranted_file_socket_and_subprocess")
     granted, other = listeners
     path = secret(tmp_path)
-    allowed = Path(ALLOWED_DIR) / f"ok-{os.getpid()}.txt"
+    allowed = tmp_path / "allowed" / "ok.txt"
     allowed.parent.mkdir(exist_ok=True)
     allowed.write_text("fine")
     with anyio.fail_after(BOUND):
-        async with make_kernel(mode, tmp_path / "data") as k:
+        async with make_kernel(mode, tmp_path / "data", allowed_dir=allowed.parent, allowed_port=granted.port) as k:
             needs(k, "landlock_fs", "landlock_net")
             async with pinging(k) as pings:
                 for prefix in ("", "thread_"):
