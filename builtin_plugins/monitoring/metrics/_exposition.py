@@ -14,19 +14,23 @@ of a histogram whose buckets go below zero, and ends with ``# EOF``.  The format
 chosen from the request's ``Accept`` header, as Prometheus negotiates it
 (OpenMetrics when the scraper asks for it at least as much as for text).
 
-The app is plain ASGI 3 (no framework): one route, GET or HEAD, and gzip when
-the scraper accepts it, as Prometheus does.
+The app is one route of the SDK's plain-ASGI :class:`plugin_sdk.HttpRoutes`
+(no framework): GET or HEAD, and gzip when the scraper accepts it, as
+Prometheus does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Iterable
-from collections.abc import MutableMapping
-from typing import Any
 from typing import Final
-from typing import TypeAlias
+
+from plugin_sdk import HttpRequest
+from plugin_sdk import HttpResponse
+from plugin_sdk import HttpRoutes
+from plugin_sdk._http import Receive
+from plugin_sdk._http import Scope
+from plugin_sdk._http import Send
 
 from ._registry import CounterMetric
 from ._registry import GaugeMetric
@@ -37,11 +41,6 @@ from ._registry import counter_base
 TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-# ASGI 3 types, as plugin_sdk.ASGIApp spells them
-Scope: TypeAlias = MutableMapping[str, Any]
-Message: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[Message]]
-Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 _SPECIAL: Final = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
 #: bodies smaller than this are not worth compressing
@@ -145,77 +144,32 @@ class MetricsApp:
     """The ASGI app behind ``/metrics``: GET (or HEAD) ``/`` renders the registry.
 
     ``collect`` returns the metrics to render (sorted by name); it is called
-    per request so the app always shows the live registry.
+    per request so the app always shows the live registry.  Routing (404 for
+    other paths, 405 with ``allow``, HEAD, lifespan) is the SDK's
+    :class:`plugin_sdk.HttpRoutes`.
     """
 
     def __init__(self, collect: Callable[[], Iterable[_Metric]]) -> None:
         self._collect = collect
+        self._routes = HttpRoutes({("GET", "/"): self._render})
 
     def __repr__(self) -> str:
         return "<metrics exposition app>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if kind != "http":
-            if kind == "websocket":
-                await send({"type": "websocket.close", "code": 1000})
-            return
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if path not in ("", "/"):
-            await _respond(send, 404, b"not found: /metrics serves only its root path\n", "text/plain; charset=utf-8")
-            return
-        method = scope.get("method", "GET")
-        if method not in ("GET", "HEAD"):
-            await _respond(
-                send, 405, b"method not allowed: use GET\n", "text/plain; charset=utf-8", [(b"allow", b"GET, HEAD")]
-            )
-            return
-        accept = accept_encoding = ""
-        for key, val in scope.get("headers", ()):
-            if key == b"accept":
-                accept = val.decode("latin-1")
-            elif key == b"accept-encoding":
-                accept_encoding = val.decode("latin-1")
+        await self._routes(scope, receive, send)
+
+    async def _render(self, request: HttpRequest) -> HttpResponse:
+        accept = request.header("accept", "")
         openmetrics = wants_openmetrics(accept) if accept else False
         body = render(self._collect(), openmetrics=openmetrics)
-        extra = [(b"vary", b"Accept, Accept-Encoding")]
-        if len(body) >= _GZIP_MIN and _accepts_gzip(accept_encoding):
+        headers = {"vary": "Accept, Accept-Encoding"}
+        if len(body) >= _GZIP_MIN and _accepts_gzip(request.header("accept-encoding", "")):
             import zlib  # here: a kernel whose scraper never asks for gzip never loads it
 
             # level 1: a third of level 6's time on the event loop for 10% more bytes;
             # wbits 31: the gzip format (header and trailer), without the gzip module's file layer
             body = zlib.compress(body, 1, wbits=31)
-            extra.append((b"content-encoding", b"gzip"))
+            headers["content-encoding"] = "gzip"
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
-        await _respond(send, 200, body, content_type, extra, head=method == "HEAD")
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    extra: list[tuple[bytes, bytes]] | None = None,
-    *,
-    head: bool = False,
-) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    headers.extend(extra or ())
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        return HttpResponse(200, body, content_type, headers)
