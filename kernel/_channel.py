@@ -141,7 +141,7 @@ class SyncChannel:
             try:
                 chunk = self.sock.recv(size - len(chunks))
             except TimeoutError:
-                raise
+                raise  # an OSError too, but the caller's to handle: the peer may only be slow
             except OSError as exc:
                 raise ChannelError(f"the peer is gone: {exc}") from None
             if not chunk:

@@ -430,7 +430,6 @@ class Runner:
         self._stopping = False
         self._crashes: list[float] = []
         self._registered = False
-        self.restarts = 0
         self.protections: dict[str, Any] = {}
         self._exited: anyio.Event | None = None
 
@@ -782,7 +781,6 @@ class Runner:
                 return
             try:
                 await self._launch()
-                self.restarts += 1
                 log.warning("plugin %s: worker restarted (%d in the window)", self.name, len(self._crashes))
             except Exception as exc:
                 self._down = f"crashed: restart failed: {exc}"
