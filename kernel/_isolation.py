@@ -658,20 +658,7 @@ class Runner:
     async def _read_loop(self, channel: AsyncChannel, process: anyio.abc.Process) -> None:
         reason = "its worker exited"
         try:
-            while True:
-                message = await channel.receive()
-                kind = message["t"]
-                if kind in ("result", "error", "stopped"):
-                    future = self._calls.get(message.get("id", -1))
-                    if future is not None and not future.done():
-                        future.set_result(message)
-                elif kind == "log":
-                    level = message.get("level", logging.INFO)
-                    self.ctx.log.log(level if isinstance(level, int) else logging.INFO, "%s", message.get("message"))
-                elif kind == "service":
-                    self.ctx.spawn(self._serve_service, message, name="service call")
-                else:
-                    raise ChannelError(f"unexpected message {kind!r} from the worker")
+            await channel.serve(self._on_message)
         except ChannelError as exc:
             reason = str(exc)
         with anyio.CancelScope(shield=True):
@@ -686,6 +673,21 @@ class Runner:
                 reason = f"its worker exited with code {code}" if reason == "the peer closed the channel" else reason
             if self.process is process:
                 await self._crashed(reason)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """A frame from the worker, as it arrives (the channel's reader callback: no task hop)."""
+        kind = message["t"]
+        if kind in ("result", "error", "stopped"):
+            future = self._calls.get(message.get("id", -1))
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == "log":
+            level = message.get("level", logging.INFO)
+            self.ctx.log.log(level if isinstance(level, int) else logging.INFO, "%s", message.get("message"))
+        elif kind == "service":
+            self.ctx.spawn(self._serve_service, message, name="service call")
+        else:
+            raise ChannelError(f"unexpected message {kind!r} from the worker")
 
     async def _serve_service(self, message: dict[str, Any]) -> None:
         request = message.get("id")

@@ -221,43 +221,42 @@ class Worker:
 
     async def _read_loop(self) -> None:
         try:
-            while True:
-                message = await self.channel.receive()
-                kind = message["t"]
-                if kind == "reply":
-                    waiter = self.pending.pop(message.get("id", -1), None)
-                    if waiter is not None:
-                        waiter.set(message)
-                    continue
-                task = asyncio.get_running_loop().create_task(self._handle(message))
-                self._handling.add(task)
-                task.add_done_callback(self._handling.discard)
+            await self.channel.serve(self._on_message)
         except ChannelError:
             pass  # the kernel went away: nothing to serve
         self.stopping.set()
 
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """A frame from the kernel, as it arrives: a reply wakes its waiter, a request gets a task."""
+        if message["t"] == "reply":
+            waiter = self.pending.pop(message.get("id", -1), None)
+            if waiter is not None:
+                waiter.set(message)
+            return
+        # The task leaves the set itself: a done callback would cost the loop one more
+        # iteration (and epoll call) per request.
+        self._handling.add(asyncio.get_running_loop().create_task(self._handle(message)))
+
     async def _handle(self, message: dict[str, Any]) -> None:
         request = message.get("id")
         try:
-            value = await self._dispatch(message)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
-            await self._send_quietly(_error_frame(exc, request))
-            return
-        if message["t"] == "stop":
-            await self._send_quietly({"t": "stopped", "id": request})
-            self.stopping.set()
-            return
-        try:
-            await self.channel.send({"t": "result", "id": request, "value": value})
-        except ChannelError as exc:
-            await self._send_quietly(_error_frame(exc, request))
+            try:
+                value = await self._dispatch(message)
+            except Exception as exc:
+                await self._send_quietly(_error_frame(exc, request))
+                return
+            if message["t"] == "stop":
+                await self._send_quietly({"t": "stopped", "id": request})
+                self.stopping.set()
+                return
+            try:
+                await self.channel.send({"t": "result", "id": request, "value": value})
+            except ChannelError as exc:
+                await self._send_quietly(_error_frame(exc, request))
+        finally:
+            self._handling.discard(asyncio.current_task())
 
     async def _dispatch(self, message: dict[str, Any]) -> Any:
-        from plugin_sdk import Invocation
-        from plugin_sdk import Principal
-
         kind = message["t"]
         if kind == "start":
             await self.plugin.start(self.ctx)
@@ -277,6 +276,9 @@ class Worker:
             result = function(**message.get("kwargs", {}))
             return await result if inspect.isawaitable(result) else result
         if kind == "invoke":
+            from plugin_sdk import Invocation
+            from plugin_sdk import Principal
+
             handler = self.operations[message["operation"]]
             raw = message.get("principal")
             principal = Principal(**raw) if isinstance(raw, dict) else None
