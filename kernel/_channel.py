@@ -61,7 +61,7 @@ def decode(body: bytes) -> dict[str, Any]:
     return message
 
 
-def _length(header: bytes, max_frame: int) -> int:
+def _length(header: bytes | bytearray, max_frame: int) -> int:
     size = int.from_bytes(header, "big")
     if size > max_frame:
         raise ChannelError(f"peer announced a {size}-byte frame, over the {max_frame}-byte limit")
