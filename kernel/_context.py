@@ -141,7 +141,12 @@ class KernelContext(PluginContext[Any]):
 
     def service(self, name: str, kind: Callable[..., T] | None = None) -> Any:
         assert self._record.manifest is not None
-        check_service(self._record.manifest, name)
+        try:
+            check_service(self._record.manifest, name)
+        except PermissionDenied:
+            if len(self._record.refused_services) < 100:
+                self._record.refused_services.append(name)
+            raise
         return self._host.lookup_service(self._record, name)
 
     def register_operation(

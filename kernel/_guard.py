@@ -351,9 +351,9 @@ class Guard:
     def _allows(self, held: Permissions, ask: Permission) -> bool:
         if ask.kind == "fs":
             if ask.action == "read" and (
-                any(_under(ask.target, root) for root in self._readable) or ask.target in _module_files()
+                any(_under(ask.target, root) for root in self._readable) or _in_loaded_code(ask.target)
             ):
-                return True  # the interpreter, sys.path, loaded code: importing and tracebacks must work
+                return True  # the interpreter, sys.path, loaded code and its package data
             if ask.target in _DEVICES:
                 return True
             return held.covers(ask)
@@ -474,24 +474,40 @@ def _import_roots() -> tuple[str, ...]:
     return tuple(sorted(r.rstrip("/") or "/" for r in roots if os.path.isabs(r) and r not in ("/",)))
 
 
-_files_cache: tuple[int, frozenset[str]] = (-1, frozenset())
+_code_cache: tuple[int, frozenset[str], frozenset[str]] = (-1, frozenset(), frozenset())
 
 
-def _module_files() -> frozenset[str]:
-    """The source files of every loaded module (read by tracebacks through linecache),
-    recomputed when the number of loaded modules changes."""
-    global _files_cache
+def _loaded_code() -> tuple[frozenset[str], frozenset[str]]:
+    """The source files of every loaded module (read by tracebacks through linecache) and the
+    directories of every loaded package (its data files: templates, static assets), recomputed
+    when the number of loaded modules changes."""
+    global _code_cache
     count = len(sys.modules)
-    if _files_cache[0] != count:
-        found = set()
+    if _code_cache[0] != count:
+        files, packages = set(), set()
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
             if isinstance(path, str):
-                found.add(os.path.abspath(path))
+                files.add(os.path.abspath(path))
                 if path.endswith(".pyc"):
-                    found.add(os.path.abspath(path[:-1]))
-        _files_cache = (count, frozenset(found))
-    return _files_cache[1]
+                    files.add(os.path.abspath(path[:-1]))
+            for directory in getattr(module, "__path__", None) or ():
+                if isinstance(directory, str) and os.path.isabs(directory):
+                    packages.add(directory.rstrip("/"))
+        _code_cache = (count, frozenset(files), frozenset(packages))
+    return _code_cache[1], _code_cache[2]
+
+
+def _in_loaded_code(path: str) -> bool:
+    files, packages = _loaded_code()
+    if path in files:
+        return True
+    parent = os.path.dirname(path)
+    while parent not in ("", "/"):
+        if parent in packages:
+            return True
+        parent = os.path.dirname(parent)
+    return False
 
 
 def _under(path: str, root: str) -> bool:

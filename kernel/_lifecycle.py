@@ -78,6 +78,8 @@ class PluginRecord:
     staged: bool = False
     #: asked, granted and effective permissions (resolved when the plugin is configured)
     grants: Grants = attrs.field(factory=Grants)
+    #: services it asked for without declaring them (refused; kept for the conformance suite)
+    refused_services: list[str] = attrs.field(factory=list)
 
     def fail(self, error: BaseException | str, *, with_traceback: bool = False) -> None:
         self.last_error = error if isinstance(error, str) else _describe(error)

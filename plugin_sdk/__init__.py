@@ -64,6 +64,7 @@ from ._plugin import Manifest as Manifest
 from ._plugin import NoSettings as NoSettings
 from ._plugin import Plugin as Plugin
 from ._plugin import PluginState as PluginState
+from ._services import SERVICE_PROTOCOLS as SERVICE_PROTOCOLS
 from ._services import AlertStatus as AlertStatus
 from ._services import Counter as Counter
 from ._services import Gauge as Gauge
@@ -153,6 +154,7 @@ __all__ = [
     "PluginState",
     "Principal",
     "Receive",
+    "SERVICE_PROTOCOLS",
     "Sample",
     "Scope",
     "Send",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import re
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 _NAME: Final = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _SERVICE: Final = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
+_MODULE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKENDS: Final = frozenset({"asyncio", "trio"})
 MAX_NAME_LENGTH: Final = 64
 
@@ -86,6 +88,21 @@ class Plugin:
     hookspecs: ClassVar[Sequence[object]] = ()
     #: event-loop backends it supports
     backends: ClassVar[Sequence[str]] = ("asyncio", "trio")
+    #: top-level modules it imports only when its settings ask for them (an optional extra):
+    #: it must import and load without them (the conformance suite checks)
+    optional_imports: ClassVar[Sequence[str]] = ()
+
+    # What the conformance suite (plugin_sdk.testing) runs it with; none is part of the manifest.
+    #: example settings to start it with
+    conformance_settings: ClassVar[Mapping[str, Any]] = {}
+    #: settings it refuses (each must be a ConfigError at a setting's path)
+    conformance_bad_settings: ClassVar[Sequence[Mapping[str, Any]]] = ()
+    #: ``{hook: kwargs}`` to call its hooks with (hooks whose spec takes no argument need none)
+    conformance_hook_args: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: plugin classes that provide the services it requires (default: installed ones that do)
+    conformance_providers: ClassVar[Sequence[type] | None] = None
+    #: ``{check_id: reason}``: checks it opts out of, each with a written reason
+    conformance_opt_out: ClassVar[Mapping[str, str]] = {}
 
     async def start(self, ctx: PluginContext[Any]) -> None:
         """Called once when the plugin starts; register services, operations, tasks here."""
@@ -158,6 +175,7 @@ class Manifest:
     hookspecs: tuple[object, ...]
     backends: tuple[str, ...]
     has_reconfigure: bool
+    optional_imports: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, plugin: object) -> Manifest:
@@ -232,4 +250,5 @@ class Manifest:
             hookspecs=tuple(hookspecs),
             backends=backends,
             has_reconfigure=callable(getattr(plugin, "reconfigure", None)),
+            optional_imports=_names(name, "optional_imports", getattr(plugin, "optional_imports", ()), _MODULE),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from typing import Final
 from typing import Literal
 from typing import Protocol
 from typing import runtime_checkable
@@ -124,3 +125,13 @@ class HttpService(Protocol):
 
     def mounts(self) -> dict[str, str]:
         """Mounted prefix -> the plugin serving it."""
+
+
+#: Well-known service names and the Protocol a provider of each must satisfy (the
+#: conformance suite's ``services.protocols`` check holds providers to it).  A plugin
+#: replacing a builtin provides the same name with an object satisfying the same Protocol.
+SERVICE_PROTOCOLS: Final[Mapping[str, type]] = {
+    "metrics": MetricsRegistry,
+    "alerts": AlertStatus,
+    "http": HttpService,
+}

@@ -1,140 +1,59 @@
-"""The conformance suite (plugin_sdk.testing): builtin plugins pass; each broken plugin fails its check."""
+"""The conformance suite's API (plugin_sdk.testing): builtin plugins pass, opt-outs, the pytest face.
+
+The broken plugins, one per check, are in tests/conformance/.
+"""
 
 from __future__ import annotations
 
-import threading
 from importlib.metadata import entry_points
-from typing import Any
 
 import anyio
-import attrs
 import pytest
 
-from plugin_sdk import Invocation
-from plugin_sdk import Plugin
-from plugin_sdk import PluginContext
 from plugin_sdk.testing import CHECKS
 from plugin_sdk.testing import Status
 from plugin_sdk.testing import UnknownCheck
 from plugin_sdk.testing import run_conformance
+from plugin_sdk.testing import run_conformance_async
+from tests.conformance.broken import FdLeaker
+from tests.conformance.broken import Good
+from tests.conformance.broken import WrongArguments
 
+pytest_plugins = ["pytester"]
+
+#: every plugin this distribution ships, found the way the kernel finds them
 BUILTIN = sorted(ep.name for ep in entry_points(group="orion_kernel.plugins") if ep.value.startswith("builtin_plugins"))
 
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_every_builtin_plugin_passes(name: str) -> None:
     [ep] = [ep for ep in entry_points(group="orion_kernel.plugins") if ep.name == name]
-    settings = {"port": 0} if name == "http" else None
-    report = run_conformance(ep.load(), settings=settings)
+    report = run_conformance(ep.load())
     assert report.ok, [(r.id, r.reason) for r in report.failures()]
-    assert {r.id for r in report.results} == set(CHECKS)
-
-
-@attrs.frozen
-class Settings:
-    greeting: str = "hello"
-
-
-class Good(Plugin):
-    name = "good"
-    version = "1.0.0"
-    Config = Settings
-
-    async def start(self, ctx: PluginContext[Settings]) -> None:
-        self.ctx = ctx
-        ctx.register_operation("good.greet", self.greet, example_args={"who": "Ada"})
-
-    async def greet(self, inv: Invocation) -> str:
-        return f"{self.ctx.settings.greeting}, {inv.args['who']}"
-
-
-def statuses(target: Any, **kwargs: Any) -> dict[str, Status]:
-    return {r.id: r.status for r in run_conformance(target, **kwargs).results}
-
-
-def test_a_good_plugin_passes_every_check() -> None:
-    assert set(statuses(Good).values()) == {Status.PASS}
-
-
-class BadManifest(Good):
-    name = "Not Valid"
-
-
-class Unstoppable(Good):
-    name = "unstoppable"
-    stopped = 0
-
-    async def stop(self) -> None:
-        type(self).stopped += 1
-        if type(self).stopped > 2:
-            raise RuntimeError("stopped twice")
-
-
-class ThreadLeaker(Good):
-    name = "thread_leaker"
-
-    async def start(self, ctx: PluginContext[Settings]) -> None:
-        await super().start(ctx)
-        self.stop_event = threading.Event()
-        threading.Thread(target=self.stop_event.wait, args=(5,), name="leaked").start()
-
-
-class FailingOperation(Good):
-    name = "failing_operation"
-
-    async def greet(self, inv: Invocation) -> str:
-        raise ValueError("no greeting today")
-
-
-class NoStart(Good):
-    name = "no_start"
-
-    async def start(self, ctx: PluginContext[Settings]) -> None:
-        raise RuntimeError("cannot start")
-
-
-@pytest.mark.parametrize(
-    ("plugin", "failed"),
-    [
-        (BadManifest, "manifest.valid"),
-        (Unstoppable, "lifecycle.start_stop"),
-        (ThreadLeaker, "lifecycle.no_leaks"),
-        (FailingOperation, "operations.callable"),
-    ],
-)
-def test_each_broken_plugin_fails_exactly_its_check(plugin: type[Plugin], failed: str) -> None:
-    found = statuses(plugin)
-    assert [check for check, status in found.items() if status is Status.FAIL] == [failed]
-    for leaked in threading.enumerate():
-        if leaked.name == "leaked":
-            leaked.join(6)
-
-
-def test_a_plugin_that_cannot_start_fails_start_stop() -> None:
-    found = statuses(NoStart)
-    assert found["lifecycle.start_stop"] is Status.FAIL
-    assert found["manifest.valid"] is Status.PASS
+    assert [r.id for r in report.results] == list(CHECKS)
+    for result in report.results:  # a skip is never silent
+        assert result.status is Status.PASS or result.reason
 
 
 def test_bad_example_settings_fail_the_defaults_check() -> None:
-    report = run_conformance(Good, settings={"greeting": 5})
+    report = run_conformance(Good, settings={"greeting": 5}, only=["config.defaults"])
     assert report.by_id()["config.defaults"].status is Status.FAIL
     assert "plugins.good.settings.greeting" in report.by_id()["config.defaults"].reason
 
 
 def test_opt_outs_need_a_known_check_and_a_reason() -> None:
-    report = run_conformance(ThreadLeaker, opt_out={"lifecycle.no_leaks": "the thread ends on its own within 5 s"})
+    report = run_conformance(FdLeaker, opt_out={"lifecycle.no_leaks": "the pipe is the test's"})
     assert report.ok
-    assert report.by_id()["lifecycle.no_leaks"].reason.startswith("opted out: ")
+    assert report.by_id()["lifecycle.no_leaks"].reason == "opted out: the pipe is the test's"
     with pytest.raises(UnknownCheck, match=r"lifecycle\.no_leak"):
         run_conformance(Good, opt_out={"lifecycle.no_leak": "typo"})
     with pytest.raises(ValueError, match="needs a written reason"):
         run_conformance(Good, opt_out={"lifecycle.no_leaks": " "})
     with pytest.raises(ValueError, match="strict"):
         run_conformance(Good, opt_out={"lifecycle.no_leaks": "because"}, strict=True)
-    for leaked in threading.enumerate():
-        if leaked.name == "leaked":
-            leaked.join(6)
+    run_conformance(Good, opt_out={"isolation.process": "not a core check"}, strict=True)
+    with pytest.raises(UnknownCheck, match="no check 'nope'"):
+        run_conformance(Good, only=["nope"])
 
 
 def test_a_plugin_declares_its_own_example_settings_and_opt_outs() -> None:
@@ -146,10 +65,46 @@ def test_a_plugin_declares_its_own_example_settings_and_opt_outs() -> None:
     report = run_conformance(Declared)
     assert report.ok
     assert report.by_id()["operations.callable"].status is Status.SKIP
+    assert report.by_id()["isolation.process"].reason.startswith("its class is not importable")
 
 
-def test_it_runs_inside_a_running_loop_too() -> None:
-    from plugin_sdk.testing import run_conformance_async
+def test_a_check_that_only_repeats_a_failure_is_skipped_with_the_reason() -> None:
+    report = run_conformance(WrongArguments, only=["lifecycle.start_stop"])
+    [result] = report.results
+    assert result.status is Status.SKIP
+    assert "hooks.known" in result.reason
 
+
+def test_it_runs_inside_a_running_loop_and_reports_as_json() -> None:
     report = anyio.run(run_conformance_async, Good)
     assert report.ok
+    data = report.to_json()
+    assert data["plugin"] == "good" and data["ok"] is True
+    assert [c["id"] for c in data["checks"]] == list(CHECKS)
+    assert {c["status"] for c in data["checks"]} <= {"pass", "skip"}
+
+
+def test_the_pytest_face_is_one_test_per_check(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_mine="""
+        from plugin_sdk.testing import PluginConformance
+        from tests.conformance.broken import FailingOperation, Good
+
+        class TestGood(PluginConformance):
+            plugin = Good
+
+        class TestFailing(PluginConformance):
+            plugin = FailingOperation
+
+        def test_function_style(plugin_conformance):
+            assert plugin_conformance(Good).ok
+        """
+    )
+    pytester.syspathinsert(str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    n = len(CHECKS)
+    skips_good = 4  # hooks.known, hooks.kind, imports.optional, services.protocols
+    assert outcomes.get("failed") == 1, result.stdout.str()
+    assert outcomes.get("passed") == (n - skips_good) + (n - skips_good - 1) + 1
+    result.stdout.fnmatch_lines(["*TestFailing::test_conformance[[]operations.callable[]]*"])

@@ -274,4 +274,15 @@ def test_the_source_of_loaded_modules_stays_readable_for_tracebacks() -> None:
     # an editable install does not put the project on sys.path, so this is its own rule
     import kernel._guard as guard_module
 
-    assert str(Path(guard_module.__file__).resolve()) in guard_module._module_files()
+    assert guard_module._in_loaded_code(str(Path(guard_module.__file__).resolve()))
+
+
+def test_the_data_files_of_loaded_packages_stay_readable() -> None:
+    # templates and static assets shipped inside a package are part of its code
+    import builtin_plugins.monitoring.dashboard as dashboard
+    import kernel._guard as guard_module
+
+    static = Path(dashboard.__file__).resolve().parent / "static" / "index.html"
+    assert guard_module._in_loaded_code(str(static))
+    assert not guard_module._in_loaded_code("/etc/passwd")
+    assert not guard_module._in_loaded_code(str(static.parent.parent.parent.parent.parent / "orion.toml"))

@@ -42,6 +42,7 @@ is closed or cancelled.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from typing import ClassVar
 from typing import Final
 from typing import Literal
 from typing import Protocol
@@ -205,7 +206,13 @@ class HttpServer(Plugin):
     #: exactly where it is configured to listen; grant e.g. "net:listen:127.0.0.1:*"
     permissions = ("net:listen:{host}:{port}",)
     backends = ("asyncio",)  # uvicorn (server = "uvicorn") is asyncio-only
+    optional_imports = ("uvicorn",)  # only for server = "uvicorn" (the orion-kernel[uvicorn] extra)
     Config = HttpSettings
+    #: port 0: the suite starts it many times over, never on a fixed port
+    conformance_settings: ClassVar[dict[str, object]] = {"port": 0}
+    conformance_opt_out: ClassVar[dict[str, str]] = {
+        "isolation.process": "it serves the ASGI apps other plugins mount, which live in their process"
+    }
 
     def __init__(self) -> None:
         self._ctx: PluginContext[HttpSettings] | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from typing import ClassVar
 
 import anyio
 
@@ -51,6 +52,10 @@ class Alerts(Plugin):
     requires = ("metrics",)
     provides = ("alerts",)
     Config = AlertsSettings
+    conformance_opt_out: ClassVar[dict[str, str]] = {
+        "isolation.process": "its operations structure their arguments with args_type, "
+        "which process isolation does not support yet"
+    }
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()

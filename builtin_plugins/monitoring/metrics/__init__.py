@@ -21,6 +21,7 @@ third party can replace it by providing the ``metrics`` service itself.
 from __future__ import annotations
 
 from typing import Any
+from typing import ClassVar
 
 from plugin_sdk import HttpMount
 from plugin_sdk import Invocation
@@ -74,6 +75,9 @@ class Metrics(Plugin):
     version = "1.0.0"
     provides = ("metrics",)
     Config = MetricsSettings
+    conformance_opt_out: ClassVar[dict[str, str]] = {
+        "isolation.process": "it is the kernel's dispatch observer, and observers do not cross the process boundary"
+    }
 
     def __init__(self) -> None:
         self._registry: Registry | None = None
