@@ -41,7 +41,7 @@ from ._config import unstructure
 from ._kernel import Kernel
 from ._kernel import PluginInfo
 
-BUILTIN_COMMANDS: Final = frozenset({"run", "plugins", "config", "invoke"})
+BUILTIN_COMMANDS: Final = frozenset({"run", "plugins", "config", "invoke", "conformance", "new-plugin"})
 log: Final = logging.getLogger("orion.kernel.cli")
 
 
@@ -403,6 +403,23 @@ def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.Argumen
     invoke.add_argument("operation")
     invoke.add_argument("--args", default="{}", help="the arguments as a JSON object (default {})")
     invoke.add_argument("--principal", default=None, help="the caller's principal id")
+    conformance = sub.add_parser(
+        "conformance", parents=common, help="run the conformance suite on a plugin (exit 1 on any failure)"
+    )
+    conformance.add_argument("target", help="a plugin entry-point name, module:Class, or an installed distribution")
+    conformance.add_argument("--strict", action="store_true", help="refuse opt-outs of core checks")
+    conformance.add_argument(
+        "--against",
+        metavar="PREVIOUS",
+        default=None,
+        help="a wheel (or unpacked directory) of the previous release: fail on removed settings, "
+        "new required settings, removed operations or services",
+    )
+    from . import _scaffold
+
+    _scaffold.add_arguments(
+        sub.add_parser("new-plugin", parents=common, help="write a new plugin project, ready to test and publish")
+    )
     for command in plugin_commands:
         child = sub.add_parser(command.name, parents=common, help=command.help)
         if command.configure is not None:
@@ -451,6 +468,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     plugin_commands = _plugin_commands(kernel) if kernel is not None else []
     args = build_parser(plugin_commands).parse_args(argv)
     env = Environment(lambda: Kernel(source), json=args.json, out=out)
+    if args.command == "conformance":
+        return cmd_conformance(args, env)
+    if args.command == "new-plugin":
+        from . import _scaffold
+
+        return _scaffold.run(args, out)
     if args.command == "config" and args.action == "check":
         return cmd_config_check(args, env)
     if error is not None:
@@ -463,6 +486,65 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except OrionError as exc:  # e.g. PluginStartError from a strict kernel
         env.echo(f"error: {type(exc).__name__}: {exc}")
         return 1
+
+
+def cmd_conformance(args: argparse.Namespace, env: Environment) -> int:
+    """Run the suite on every plugin TARGET names; with ``--against``, the compatibility checks too."""
+    from plugin_sdk.testing import CheckResult
+    from plugin_sdk.testing import ConformanceReport
+    from plugin_sdk.testing import Status
+    from plugin_sdk.testing import run_conformance_async
+    from plugin_sdk.testing._targets import TargetError
+    from plugin_sdk.testing._targets import compare
+    from plugin_sdk.testing._targets import previous_surfaces
+    from plugin_sdk.testing._targets import resolve
+    from plugin_sdk.testing._targets import surface_of
+
+    try:
+        classes = resolve(args.target)
+        previous = previous_surfaces(args.against) if args.against else None
+    except TargetError as exc:
+        env.echo(f"error: {exc}")
+        return 2
+
+    async def run_all() -> list[ConformanceReport]:
+        reports = []
+        for cls in classes:
+            report = await run_conformance_async(cls, strict=args.strict)
+            if previous is not None:
+                current = await surface_of(cls)
+                before = previous.get(current.plugin)
+                title = f"backward compatible with {args.against}"
+                if before is None:
+                    extra = CheckResult(
+                        "compat.previous", title, Status.SKIP, "the previous release has no such plugin"
+                    )
+                else:
+                    problems = compare(before, current)
+                    extra = CheckResult(
+                        "compat.previous",
+                        f"backward compatible with {before.version}",
+                        Status.FAIL if problems else Status.PASS,
+                        "; ".join(problems),
+                    )
+                report = ConformanceReport(report.plugin, (*report.results, extra))
+            reports.append(report)
+        return reports
+
+    try:
+        reports = anyio.run(run_all)
+    except (ValueError, OrionError) as exc:  # a bad opt-out, a manifest the suite cannot read
+        env.echo(f"error: {type(exc).__name__}: {exc}")
+        return 2
+    if env.json:
+        env.echo(dumps([report.to_json() for report in reports]))
+    else:
+        for report in reports:
+            verdict = "conforms" if report.ok else f"{len(report.failures())} check(s) failed"
+            env.echo(f"{report.plugin}: {verdict}")
+            rows = [{"check": r.id, "status": r.status.value, "reason": r.reason} for r in report.results]
+            env.echo(table(rows, ["check", "status", "reason"]))
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _dispatch(args: argparse.Namespace, env: Environment, kernel: Kernel) -> int:

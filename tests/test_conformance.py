@@ -6,18 +6,19 @@ The broken plugins, one per check, are in tests/conformance/.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import anyio
 import pytest
+from conformance.broken import FdLeaker
+from conformance.broken import Good
+from conformance.broken import WrongArguments
 
 from plugin_sdk.testing import CHECKS
 from plugin_sdk.testing import Status
 from plugin_sdk.testing import UnknownCheck
 from plugin_sdk.testing import run_conformance
 from plugin_sdk.testing import run_conformance_async
-from tests.conformance.broken import FdLeaker
-from tests.conformance.broken import Good
-from tests.conformance.broken import WrongArguments
 
 pytest_plugins = ["pytester"]
 
@@ -88,7 +89,7 @@ def test_the_pytest_face_is_one_test_per_check(pytester: pytest.Pytester) -> Non
     pytester.makepyfile(
         test_mine="""
         from plugin_sdk.testing import PluginConformance
-        from tests.conformance.broken import FailingOperation, Good
+        from conformance.broken import FailingOperation, Good
 
         class TestGood(PluginConformance):
             plugin = Good
@@ -100,7 +101,7 @@ def test_the_pytest_face_is_one_test_per_check(pytester: pytest.Pytester) -> Non
             assert plugin_conformance(Good).ok
         """
     )
-    pytester.syspathinsert(str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    pytester.syspathinsert(str(Path(__file__).resolve().parent))
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
     outcomes = result.parseoutcomes()
     n = len(CHECKS)
@@ -108,3 +109,15 @@ def test_the_pytest_face_is_one_test_per_check(pytester: pytest.Pytester) -> Non
     assert outcomes.get("failed") == 1, result.stdout.str()
     assert outcomes.get("passed") == (n - skips_good) + (n - skips_good - 1) + 1
     result.stdout.fnmatch_lines(["*TestFailing::test_conformance[[]operations.callable[]]*"])
+
+
+def render_check_list() -> str:
+    from plugin_sdk.testing import CHECKS
+
+    return "\n".join(f"- `{c.id}` — {c.title}{'' if c.core else ' (not core)'}" for c in CHECKS.values())
+
+
+def test_the_plugin_guide_lists_every_check() -> None:
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    block = guide.split("<!-- checks:begin -->\n", 1)[1].split("\n<!-- checks:end -->", 1)[0]
+    assert block == render_check_list(), "update the checks block of docs/plugins.md:\n" + render_check_list()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn  # noqa: F401 - the mistake the imports.optional check catches
 
-from tests.conformance.broken import Good
+from conformance.broken import Good
 
 
 class EagerImport(Good):

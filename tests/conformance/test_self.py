@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.broken import BROKEN
+from conformance.broken import Good
+from conformance.needs_uvicorn import EagerImport
 from plugin_sdk.testing import CHECKS
 from plugin_sdk.testing import Status
 from plugin_sdk.testing import run_conformance
-from tests.conformance.broken import BROKEN
-from tests.conformance.broken import Good
-from tests.conformance.needs_uvicorn import EagerImport
 
 ALL_BROKEN = [*BROKEN, EagerImport]
 
