@@ -121,3 +121,17 @@ def test_the_plugin_guide_lists_every_check() -> None:
     guide = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
     block = guide.split("<!-- checks:begin -->\n", 1)[1].split("\n<!-- checks:end -->", 1)[0]
     assert block == render_check_list(), "update the checks block of docs/plugins.md:\n" + render_check_list()
+
+
+def test_the_pytest_plugin_is_cheap_and_inert_until_used() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; import plugin_sdk.pytest_plugin; "
+        "print(sorted(m for m in ('kernel', 'plugin_sdk.testing') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"  # it loads neither the kernel nor the suite until a test asks
+    [ep] = [ep for ep in entry_points(group="pytest11") if ep.name == "orion_kernel_conformance"]
+    assert ep.value == "plugin_sdk.pytest_plugin"

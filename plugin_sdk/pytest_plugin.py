@@ -1,6 +1,6 @@
 """The pytest plugin of the conformance suite (registered through the ``pytest11`` entry point).
 
-Cheap and inert: importing it imports nothing of the kernel or the SDK, and it
+Cheap and inert: importing it imports neither the kernel nor the suite, and it
 acts only on tests that take a ``conformance_check`` argument (the one test
 method of :class:`plugin_sdk.testing.PluginConformance`), parametrizing them
 over every check the installed SDK has.  ``plugin_conformance`` is a fixture
