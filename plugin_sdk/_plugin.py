@@ -105,7 +105,11 @@ class Plugin:
     conformance_opt_out: ClassVar[Mapping[str, str]] = {}
 
     async def start(self, ctx: PluginContext[Any]) -> None:
-        """Called once when the plugin starts; register services, operations, tasks here."""
+        """Called once when the plugin starts; register services, operations, tasks here.
+
+        If it raises (or is cancelled, or times out), :meth:`stop` is not called: undo what
+        it did itself (the conformance check ``cancellation.start`` holds it to that).
+        """
 
     async def stop(self) -> None:
         """Called once when the plugin stops; spawned tasks are cancelled after it returns."""
