@@ -37,9 +37,7 @@ from plugin_sdk import ManifestError
 from plugin_sdk import Plugin
 from plugin_sdk import PluginState
 from plugin_sdk import __version__ as SDK_VERSION
-from plugin_sdk import hookspecs as sdk_hookspecs
 from plugin_sdk._markers import PROJECT
-from plugin_sdk._markers import spec_handles
 
 from ._suite import CheckFailed
 from ._suite import CheckSkipped
@@ -105,28 +103,6 @@ def _impls(plugin: object) -> dict[str, tuple[str, Callable[..., Any]]]:
     return found
 
 
-def _specs_in(namespace: object) -> dict[str, Callable[..., Any]]:
-    return {spec.name: spec.function for spec in spec_handles(namespace)}
-
-
-def _known_specs(subject: Subject) -> dict[str, Callable[..., Any]]:
-    """Hookspecs a plugin may implement: the SDK's, its own, its providers' and every installed plugin's."""
-    from importlib.metadata import entry_points
-
-    namespaces: list[object] = [sdk_hookspecs, *subject.manifest.hookspecs]
-    for factory in subject.providers:
-        namespaces.extend(Manifest.of(factory()).hookspecs)
-    for ep in entry_points(group="orion_kernel.plugins"):
-        try:
-            namespaces.extend(Manifest.of(ep.load()()).hookspecs)
-        except Exception:  # a broken installed plugin declares nothing we can use
-            continue
-    specs: dict[str, Callable[..., Any]] = {}
-    for namespace in namespaces:
-        specs.update(_specs_in(namespace))
-    return specs
-
-
 def _params(function: Callable[..., Any]) -> list[str]:
     return [
         p.name
@@ -138,7 +114,7 @@ def _params(function: Callable[..., Any]) -> list[str]:
 def _callable_hooks(subject: Subject, plugin: Plugin) -> list[tuple[str, Callable[..., Any], dict[str, Any]]]:
     """The plugin's hook impls the suite can call: those whose spec takes no arguments, and those
     the plugin gives ``conformance_hook_args`` for."""
-    specs = _known_specs(subject)
+    specs = subject.known_specs
     calls = []
     for hook, (_, method) in sorted(_impls(plugin).items()):
         spec = specs.get(hook)
@@ -301,7 +277,7 @@ async def _hooks_known(subject: Subject) -> None:
     impls = _impls(subject.factory())
     if not impls:
         raise CheckSkipped("implements no hook")
-    specs = _known_specs(subject)
+    specs = subject.known_specs
     problems = []
     for hook, (attr, method) in sorted(impls.items()):
         spec = specs.get(hook)
@@ -318,7 +294,7 @@ async def _hooks_known(subject: Subject) -> None:
 @check("hooks.kind", "each hook impl is async exactly when its spec is")
 async def _hooks_kind(subject: Subject) -> None:
     impls = _impls(subject.factory())
-    specs = _known_specs(subject)
+    specs = subject.known_specs
     pairs = [(hook, attr, method, specs[hook]) for hook, (attr, method) in sorted(impls.items()) if hook in specs]
     if not pairs:
         raise CheckSkipped("implements no known hook")

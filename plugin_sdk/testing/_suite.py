@@ -94,6 +94,18 @@ class Subject:
         """:raises ManifestError: the plugin's manifest is invalid."""
         return Manifest.of(self.factory())
 
+    @functools.cached_property
+    def known_specs(self) -> dict[str, Callable[..., Any]]:
+        """Hook name -> spec function of every hookspec it may implement: the SDK's, its own,
+        its providers' and every installed plugin's (read once per run)."""
+        from plugin_sdk import hookspecs
+        from plugin_sdk._markers import spec_handles
+
+        namespaces: list[object] = [hookspecs, *self.manifest.hookspecs]
+        namespaces += [s for factory in self.providers for s in Manifest.of(factory()).hookspecs]
+        namespaces += [s for _, manifest in _installed() for s in manifest.hookspecs]
+        return {spec.name: spec.function for namespace in namespaces for spec in spec_handles(namespace)}
+
 
 CheckFunction = Callable[[Subject], Awaitable[None]]
 
@@ -161,6 +173,20 @@ def _opt_outs(plugin: object, extra: Mapping[str, str] | None, strict: bool) -> 
     return declared
 
 
+def _installed() -> list[tuple[type[Plugin], Manifest]]:
+    """Every installed plugin (the kernel's entry-point group) whose manifest loads."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for ep in entry_points(group="orion_kernel.plugins"):
+        try:
+            cls = ep.load()
+            found.append((cls, Manifest.of(cls())))
+        except Exception:  # an installed plugin that does not load offers nothing
+            continue
+    return found
+
+
 def _providers(probe: Plugin, given: Iterable[type[Plugin] | Plugin] | None) -> tuple[Callable[[], Plugin], ...]:
     """Factories of plugins that provide what ``probe`` requires: the ones given, else the
     plugin's ``conformance_providers``, else installed plugins found by what they provide."""
@@ -173,16 +199,9 @@ def _providers(probe: Plugin, given: Iterable[type[Plugin] | Plugin] | None) -> 
         return ()
     if not needed:
         return ()
-    from importlib.metadata import entry_points
-
     offers: dict[str, Callable[[], Plugin]] = {}
     requires: dict[Callable[[], Plugin], tuple[str, ...]] = {}
-    for ep in entry_points(group="orion_kernel.plugins"):
-        try:
-            cls = ep.load()
-            manifest = Manifest.of(cls())
-        except Exception:  # an installed plugin that does not load cannot provide anything
-            continue
+    for cls, manifest in _installed():
         if manifest.name == probe.name:
             continue
         for service in manifest.provides:
