@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import inspect
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import orjson
 
 from plugin_sdk import CliCommand
 from plugin_sdk import ConfigError
+from plugin_sdk import Credentials
 from plugin_sdk import Invoker
 from plugin_sdk import OrionError
 from plugin_sdk import Principal
@@ -339,9 +341,21 @@ async def cmd_invoke(args: argparse.Namespace, env: Environment, kernel: Kernel)
         env.echo(f"--args is not valid JSON: {exc}")
         return 2
     principal = Principal(args.principal) if args.principal else None
+    credentials = None
+    if args.credentials_env:
+        # From the environment, never argv: a secret on the command line is in ps and shell history.
+        header = os.environ.get(args.credentials_env)
+        if not header:
+            env.echo(f"--credentials-env: the environment variable {args.credentials_env!r} is not set")
+            return 2
+        try:
+            credentials = Credentials.from_header(header)
+        except OrionError as exc:
+            env.echo(f"--credentials-env {args.credentials_env}: {exc}")
+            return 2
     async with kernel:
         try:
-            result = await kernel.invoke(args.operation, call_args, principal=principal)
+            result = await kernel.invoke(args.operation, call_args, principal=principal, credentials=credentials)
         except OrionError as exc:
             if env.json:
                 env.emit({"ok": False, "error": type(exc).__name__, "message": str(exc)})
@@ -402,7 +416,13 @@ def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.Argumen
     invoke = sub.add_parser("invoke", parents=common, help="start the kernel, run one operation, print its result")
     invoke.add_argument("operation")
     invoke.add_argument("--args", default="{}", help="the arguments as a JSON object (default {})")
-    invoke.add_argument("--principal", default=None, help="the caller's principal id")
+    invoke.add_argument("--principal", default=None, help="the caller's principal id (trusted, as an app's)")
+    invoke.add_argument(
+        "--credentials-env",
+        metavar="VAR",
+        default=None,
+        help="authenticate with the credentials in environment variable VAR ('Bearer <jwt>' or 'ApiKey <key>')",
+    )
     conformance = sub.add_parser(
         "conformance", parents=common, help="run the conformance suite on a plugin (exit 1 on any failure)"
     )

@@ -285,6 +285,10 @@ class HookRelay:
         """The deadline in force for ``spec`` (config override or the spec's default)."""
         return self._timeouts.get(spec.name, spec.options.timeout)
 
+    def has_impls(self, spec: HookSpec[Any, Any]) -> bool:
+        """Whether any plugin that takes part in ``spec`` (running, or loaded per the spec) implements it."""
+        return bool(self._impls(spec))
+
     def _impls(self, spec: HookSpec[Any, Any]) -> tuple[ImplEntry, ...]:
         caller = getattr(self._pm.hook, spec.name, None)
         if caller is None:

@@ -22,6 +22,7 @@ import attrs
 
 from plugin_sdk import CallNext
 from plugin_sdk import ConfigIssue
+from plugin_sdk import Credentials
 from plugin_sdk import DispatchObserver
 from plugin_sdk import Handler
 from plugin_sdk import InvalidArguments
@@ -234,7 +235,9 @@ class Pipeline:
         except Exception as exc:
             raise OperationFailed(operation.name, operation.plugin, exc) from exc
 
-    def _prepare(self, name: str, args: Mapping[str, Any] | None, principal: Principal | None) -> Invocation:
+    def _prepare(
+        self, name: str, args: Mapping[str, Any] | None, principal: Principal | None, credentials: Credentials | None
+    ) -> Invocation:
         if args is None:
             args = _EMPTY
         elif not isinstance(args, Mapping):
@@ -243,22 +246,38 @@ class Pipeline:
             )
         if name not in self._operations:
             self._lookup(name)
-        return Invocation(name, args, principal)
+        if credentials is not None and not isinstance(credentials, Credentials):
+            # A bare string would be a secret in the wrong place: say so without echoing it.
+            raise InvalidArguments(
+                str(name),
+                [ConfigIssue("credentials", f"expected plugin_sdk.Credentials, got {type(credentials).__name__}")],
+            )
+        return Invocation(name, args, principal, credentials=credentials)
 
     async def _invoke_plain(
-        self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        principal: Principal | None = None,
+        credentials: Credentials | None = None,
     ) -> Any:
         # Every error arrives typed: the endpoint wraps the handler's, each
         # link wraps its middleware's.
-        return await self._chain(self._prepare(name, args, principal))
+        return await self._chain(self._prepare(name, args, principal, credentials))
 
     async def _invoke_observed(
-        self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        principal: Principal | None = None,
+        credentials: Credentials | None = None,
     ) -> Any:
         began = perf_counter()
         outcome: Outcome = "error"
         try:
-            result = await self._chain(self._prepare(name, args, principal))
+            result = await self._chain(self._prepare(name, args, principal, credentials))
             outcome = "ok"
             return result
         finally:

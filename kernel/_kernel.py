@@ -20,6 +20,7 @@ import attrs
 import sniffio
 
 from plugin_sdk import ConfigError
+from plugin_sdk import Credentials
 from plugin_sdk import PluginError
 from plugin_sdk import PluginStartError
 from plugin_sdk import PluginState
@@ -350,12 +351,20 @@ class Kernel:
             await stack.aclose()
 
     def invoke(
-        self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        principal: Principal | None = None,
+        credentials: Credentials | None = None,
     ) -> Awaitable[Any]:
         """Run operation ``name`` through the middleware to its handler; await the result.
 
         :param args: the operation's arguments (a mapping; ``None`` for none).
-        :param principal: who is calling, if the app already knows.
+        :param principal: who is calling, if the app already knows (the
+            authenticate step trusts it: the app is the one that authenticated).
+        :param credentials: what the caller presented (an API key, a bearer
+            token) for the authenticate step to check.
         :raises OperationNotFound: no running plugin registered ``name``
             (with a did-you-mean).
         :raises InvalidArguments: ``args`` is not a mapping or does not fit the
@@ -363,7 +372,7 @@ class Kernel:
         :raises OperationFailed: the handler or a middleware raised an error
             that is not an SDK error; ``__cause__`` is the original.
         """
-        return self._pipeline.invoke(name, args, principal=principal)
+        return self._pipeline.invoke(name, args, principal=principal, credentials=credentials)
 
     def _stand_in(self, record: PluginRecord) -> object:
         """The kernel-side stand-in of a plugin under ``isolation = "process"``."""
@@ -458,12 +467,25 @@ class BlockingKernel:
         """See :attr:`Kernel.plugins`."""
         return self._kernel.plugins
 
-    def invoke(self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None) -> Any:
+    def invoke(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        principal: Principal | None = None,
+        credentials: Credentials | None = None,
+    ) -> Any:
         """See :meth:`Kernel.invoke`; blocks until the result is ready."""
-        return self._portal.call(self._invoke, name, args, principal)
+        return self._portal.call(self._invoke, name, args, principal, credentials)
 
-    async def _invoke(self, name: str, args: Mapping[str, Any] | None, principal: Principal | None) -> Any:
-        return await self._kernel.invoke(name, args, principal=principal)
+    async def _invoke(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        principal: Principal | None,
+        credentials: Credentials | None,
+    ) -> Any:
+        return await self._kernel.invoke(name, args, principal=principal, credentials=credentials)
 
     def reload(self, config: ConfigSource) -> ReloadReport:
         """See :meth:`Kernel.reload`."""

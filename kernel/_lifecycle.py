@@ -23,11 +23,13 @@ import anyio
 import anyio.abc
 import attrs
 
+from plugin_sdk import Consumer
 from plugin_sdk import DependencyError
 from plugin_sdk import DispatchObserver
 from plugin_sdk import KernelSnapshot
 from plugin_sdk import Manifest
 from plugin_sdk import Middleware
+from plugin_sdk import PerConsumer
 from plugin_sdk import PluginError
 from plugin_sdk import PluginSnapshot
 from plugin_sdk import PluginState
@@ -44,6 +46,8 @@ from ._guard import Guard
 from ._invoke import Operation
 from ._invoke import Pipeline
 
+#: the hook through which plugins (the scanner) may refuse others before they start
+VET_HOOK: Final = hookspecs.vet_plugin.name
 log: Final = logging.getLogger("orion.kernel")
 
 #: states in which a plugin's registrations are live
@@ -80,6 +84,8 @@ class PluginRecord:
     grants: Grants = attrs.field(factory=Grants)
     #: services it asked for without declaring them (refused; kept for the conformance suite)
     refused_services: list[str] = attrs.field(factory=list)
+    #: services provided PerConsumer: name -> (the provider's PerConsumer, this plugin's object)
+    service_views: dict[str, tuple[object, object]] = attrs.field(factory=dict)
 
     def fail(self, error: BaseException | str, *, with_traceback: bool = False) -> None:
         self.last_error = error if isinstance(error, str) else _describe(error)
@@ -91,6 +97,7 @@ class PluginRecord:
         self.operations.clear()
         self.middleware.clear()
         self.observers.clear()
+        self.service_views.clear()
 
 
 def _describe(error: BaseException) -> str:
@@ -247,6 +254,11 @@ def plan_start(records: Iterable[PluginRecord], external: Mapping[str, str] | No
             provider = provider_of.get(service)
             if provider is not None and provider != name and provider in recs:
                 waits_for[name].add(provider)
+    # Vetters (implementers of vet_plugin) start first: every other plugin waits for them.
+    vetters = {name for name, rec in recs.items() if VET_HOOK in rec.hooks and name not in failures}
+    for name in recs:
+        if name not in vetters:
+            waits_for[name] |= vetters
     for cycle in find_cycles(waits_for):
         for name in cycle:
             failures[name] = f"dependency cycle between plugins {' -> '.join(cycle + cycle[:1])}"
@@ -354,7 +366,19 @@ class Lifecycle:
             assert consumer.manifest is not None
             kind = "required" if name in consumer.manifest.requires else "optional"
             raise ServiceUnavailable(f"{kind} service {name!r} of plugin {consumer.name!r} is not available")
-        return found[1]
+        provided = found[1]
+        if not isinstance(provided, PerConsumer):
+            return provided
+        cached = consumer.service_views.get(name)
+        if cached is not None and cached[0] is provided:
+            return cached[1]
+        acting = CURRENT_PLUGIN.set(found[0].name)  # the factory runs as the provider
+        try:
+            view = provided.factory(Consumer(consumer.name, consumer.grants.effective))
+        finally:
+            CURRENT_PLUGIN.reset(acting)
+        consumer.service_views[name] = (provided, view)
+        return view
 
     def activate(self, record: PluginRecord) -> None:
         """Make a started plugin's registrations live (services, operations, middleware, observers)."""
@@ -459,6 +483,8 @@ class Lifecycle:
                         why = f" ({rec.last_error})" if rec is not None and rec.last_error else ""
                         reason = f"requires service {service!r} from plugin {provider!r}, which is not running{why}"
                         break
+            if reason is None and VET_HOOK not in record.hooks:
+                reason = await self.vet(record)
             if reason is not None:
                 record.fail(DependencyError(reason, plugin=record.name))
                 log.error("plugin %s not started: %s", record.name, reason)
@@ -467,6 +493,24 @@ class Lifecycle:
             await self.start_one(record, stage=stage)
         finally:
             settled[record.name].set()
+
+    async def vet(self, record: PluginRecord) -> str | None:
+        """Ask the running vetters whether ``record`` may start; the reason if not (fail closed)."""
+        if not self.relay.has_impls(hookspecs.vet_plugin):
+            return None
+        assert record.manifest is not None
+        target = record.candidate.target  # an isolated plugin's class is never imported here
+        module = target.partition(":")[0] if target else type(record.plugin).__module__
+        outcomes = await self.relay.acall_each(
+            hookspecs.vet_plugin, plugin=record.name, manifest=record.manifest, module=module
+        )
+        refusals: list[str] = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                refusals.append(f"vetting by plugin {outcome.plugin!r} failed: {_describe(outcome.error)}")
+            elif outcome.value is not None and outcome.value.refuse:
+                refusals.append(f"refused by plugin {outcome.plugin!r}: {outcome.value.reason}")
+        return "; ".join(refusals) if refusals else None
 
     async def start_one(self, record: PluginRecord, *, stage: bool = False) -> bool:
         """Start one plugin under its timeout; on failure clean up and mark it failed."""

@@ -3,6 +3,7 @@
 Plugins import only this package: builtin and third-party plugins alike.
 """
 
+from ._cli import OPERATOR as OPERATOR
 from ._cli import CliCommand as CliCommand
 from ._cli import CliEnvironment as CliEnvironment
 from ._cli import Invoker as Invoker
@@ -64,8 +65,22 @@ from ._plugin import Manifest as Manifest
 from ._plugin import NoSettings as NoSettings
 from ._plugin import Plugin as Plugin
 from ._plugin import PluginState as PluginState
+from ._security import AuditLog as AuditLog
+from ._security import AuditVerification as AuditVerification
+from ._security import AuthenticationThrottled as AuthenticationThrottled
+from ._security import Authenticator as Authenticator
+from ._security import Authorizer as Authorizer
+from ._security import Credentials as Credentials
+from ._security import CryptoError as CryptoError
+from ._security import Decision as Decision
+from ._security import DecryptionFailed as DecryptionFailed
+from ._security import Encryptor as Encryptor
+from ._security import KeyNotFound as KeyNotFound
+from ._security import SecretNotFound as SecretNotFound
+from ._security import SecretStore as SecretStore
 from ._services import SERVICE_PROTOCOLS as SERVICE_PROTOCOLS
 from ._services import AlertStatus as AlertStatus
+from ._services import Consumer as Consumer
 from ._services import Counter as Counter
 from ._services import Gauge as Gauge
 from ._services import Histogram as Histogram
@@ -74,6 +89,7 @@ from ._services import MetricFamily as MetricFamily
 from ._services import MetricKind as MetricKind
 from ._services import MetricsError as MetricsError
 from ._services import MetricsRegistry as MetricsRegistry
+from ._services import PerConsumer as PerConsumer
 from ._services import Sample as Sample
 from ._version import __version__ as __version__
 from ._web import HttpError as HttpError
@@ -84,8 +100,26 @@ from ._web import HttpRoutes as HttpRoutes
 from ._web import mount_path as mount_path
 from .hookspecs import AlertEvent as AlertEvent
 from .hookspecs import HealthStatus as HealthStatus
+from .hookspecs import VetVerdict as VetVerdict
 
 __all__ = [
+    "OPERATOR",
+    "Consumer",
+    "PerConsumer",
+    "AuditLog",
+    "AuditVerification",
+    "AuthenticationThrottled",
+    "Authenticator",
+    "Authorizer",
+    "Credentials",
+    "CryptoError",
+    "Decision",
+    "DecryptionFailed",
+    "Encryptor",
+    "KeyNotFound",
+    "SecretNotFound",
+    "SecretStore",
+    "VetVerdict",
     "ASGIApp",
     "AlertEvent",
     "AlertStatus",

@@ -9,18 +9,29 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from typing import Final
 from typing import Protocol
 
 import attrs
 
 from ._invocation import Principal
+from ._security import Credentials
+
+#: Who plugin CLI commands act as: the person at the console, who already holds the
+#: config and the data files.  Authorization plugins may trust ``kind == "operator"``.
+OPERATOR: Final = Principal(id="cli", kind="operator", roles=("operator",))
 
 
 class Invoker(Protocol):
     """A started kernel, as far as a CLI command may use it."""
 
     def invoke(
-        self, name: str, args: Mapping[str, Any] | None = None, *, principal: Principal | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        principal: Principal | None = None,
+        credentials: Credentials | None = None,
     ) -> Awaitable[Any]:
         """Run one operation through the pipeline (see ``Kernel.invoke``)."""
 

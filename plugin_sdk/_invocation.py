@@ -5,11 +5,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeAlias
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._security import Credentials
+
+
+def _roles(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 @attrs.frozen
@@ -21,7 +30,7 @@ class Principal:
     #: what kind of caller: ``user``, ``service``, ``anonymous``...
     kind: str = "user"
     #: role names, used by authorization plugins
-    roles: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    roles: tuple[str, ...] = attrs.field(default=(), converter=_roles)
     #: extra verified facts about the caller (token claims, key metadata)
     claims: Mapping[str, Any] = attrs.field(factory=dict)
 
@@ -45,6 +54,9 @@ class Invocation:
     metadata: dict[str, Any] = attrs.field(factory=dict)
     #: ``args`` structured into the operation's ``args_type``, if it has one
     params: Any = None
+    #: what the caller presented to authenticate (an API key, a bearer token);
+    #: the authenticate step reads it and sets ``principal``
+    credentials: Credentials | None = attrs.field(default=None, repr=False)
 
 
 #: The next step of the pipeline: call it to continue, or don't to short-circuit.
@@ -73,4 +85,3 @@ class Phase(enum.IntEnum):
 
 # Resolve string annotations before the public package renames __module__.
 attrs.resolve_types(Principal)
-attrs.resolve_types(Invocation)

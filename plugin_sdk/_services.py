@@ -6,6 +6,7 @@ object that satisfies the same Protocol.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +18,12 @@ from typing import runtime_checkable
 import attrs
 
 from ._errors import OrionError
+from ._permissions import Permissions
+from ._security import AuditLog
+from ._security import Authenticator
+from ._security import Authorizer
+from ._security import Encryptor
+from ._security import SecretStore
 
 if TYPE_CHECKING:
     from .hookspecs import AlertEvent
@@ -134,4 +141,36 @@ SERVICE_PROTOCOLS: Final[Mapping[str, type]] = {
     "metrics": MetricsRegistry,
     "alerts": AlertStatus,
     "http": HttpService,
+    "authenticator": Authenticator,
+    "authorizer": Authorizer,
+    "audit": AuditLog,
+    "encryptor": Encryptor,
+    "secrets": SecretStore,
 }
+
+
+@attrs.frozen
+class Consumer:
+    """Who asks for a service that is provided :class:`PerConsumer`."""
+
+    #: the consuming plugin's name
+    name: str
+    #: its effective permissions (``secrets:NAME`` grants, ...)
+    permissions: Permissions
+
+
+@attrs.frozen
+class PerConsumer:
+    """Provide a service whose object depends on who asks for it (OSGi's ServiceFactory).
+
+    ``ctx.provide("secrets", PerConsumer(self.view_for))``: the kernel calls
+    ``factory(Consumer(...))`` the first time each plugin asks for the service
+    and hands that plugin the result, so a provider can hold every consumer to
+    its own grants.  The object is kept until either plugin stops.
+    """
+
+    factory: Callable[[Consumer], object]
+
+
+attrs.resolve_types(Consumer)
+attrs.resolve_types(PerConsumer)

@@ -20,8 +20,12 @@ import attrs
 
 from ._cli import CliCommand
 from ._http import HttpMount
+from ._invocation import Principal
 from ._markers import hookspec
+from ._plugin import Manifest
 from ._plugin import PluginState
+from ._security import Credentials
+from ._security import Decision
 
 
 @attrs.frozen
@@ -166,6 +170,69 @@ async def check_health() -> HealthStatus | None:
     """
 
 
+# --------------------------------------------------------------------------
+# Security: who calls, what they may do, which plugins may start
+# --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class VetVerdict:
+    """A vetting plugin's answer to :func:`vet_plugin`."""
+
+    #: do not start the plugin
+    refuse: bool
+    #: why (shown in the plugin's error and in ``plugins info``)
+    reason: str = ""
+
+
+@hookspec(firstresult=True, policy="isolate", timeout=10.0)
+async def authenticate(credentials: Credentials, operation: str) -> Principal | None:
+    """Turn credentials presented with an invoke into a :class:`~plugin_sdk.Principal`.
+
+    Called by the ``auth`` plugin's authenticate step for credentials its own
+    schemes do not recognise (a third party adds e.g. mTLS or OIDC this way).
+    Async, first result: the first impl that returns a principal wins; return
+    ``None`` for "not mine", raise :class:`~plugin_sdk.NotAuthenticated` for
+    "mine, and invalid".
+
+    :param credentials: what the caller presented (never log ``secret``).
+    :param operation: the operation being invoked.
+    """
+
+
+@hookspec(policy="isolate", timeout=5.0, sensitive=True)
+async def authorize(principal: Principal | None, action: str) -> Decision | None:
+    """Take part in an authorization decision (sensitive: implementing it needs ``hook:authorize``).
+
+    Called by the ``rbac`` plugin after its policy decided, on every running
+    plugin granted ``hook:authorize``.  Async, in hook order, results
+    collected.  An impl may deny (``Decision(allowed=False, ...)``) -- a deny
+    from the policy or from any impl always wins -- or allow an action that no
+    policy rule covers; ``None`` abstains.  An impl that fails or times out
+    counts as a deny (fail closed).
+
+    :param principal: the authenticated caller (``None``: anonymous).
+    :param action: what is asked, e.g. ``invoke:tools.search``.
+    """
+
+
+@hookspec(policy="isolate", timeout=60.0, concurrent=True, sensitive=True)
+async def vet_plugin(plugin: str, manifest: Manifest, module: str) -> VetVerdict | None:
+    """Decide whether another plugin may start (sensitive: implementing it needs ``hook:vet_plugin``).
+
+    Plugins that implement this hook start before every other plugin; then,
+    right before each other plugin starts, the kernel calls it on the running
+    vetters.  Async and concurrent under one deadline.  A verdict with
+    ``refuse=True`` -- or an impl that fails or times out (fail closed) --
+    keeps the plugin from starting, with the reason as its error.
+
+    :param plugin: the name of the plugin about to start.
+    :param manifest: its manifest (name, version, permissions, ...).
+    :param module: the import name of the module that defines its class.
+    """
+
+
 # Resolve string annotations before the public package renames __module__.
 attrs.resolve_types(HealthStatus)
 attrs.resolve_types(AlertEvent)
+attrs.resolve_types(VetVerdict)

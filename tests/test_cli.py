@@ -169,7 +169,9 @@ def cli(
 
 
 #: The plugins this distribution registers itself (entry points); listings show them too.
-BUILTINS = frozenset({"http", "metrics", "health", "alerts", "analytics", "dashboard"})
+BUILTINS = frozenset(
+    {"http", "metrics", "health", "alerts", "analytics", "dashboard", "auth", "rbac", "audit", "crypto", "secrets", "scanner"}
+)
 #: The ones the default profile enables when there is no config file.
 DEFAULT_PROFILE = frozenset({"http", "metrics", "health", "dashboard"})
 
