@@ -26,6 +26,7 @@ from plugin_sdk import Permissions
 from plugin_sdk import Phase
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+from plugin_sdk import PluginState
 from plugin_sdk import SyncHookSpec
 from plugin_sdk._markers import P
 
@@ -134,7 +135,18 @@ class KernelContext(PluginContext[Any]):
             self._data_dir = path
         return self._data_dir
 
+    def _while_starting(self, what: str) -> None:
+        # After start() the registrations are live and kept on the record: a late one
+        # (from a spawned task, say) would be silently lost, so it is refused instead.
+        if self._record.state is not PluginState.STARTING or self._record.context is not self:
+            raise PluginError(
+                f"plugin {self.name!r}: {what} outside start() (state {self._record.state.value}); "
+                "register everything in start()",
+                plugin=self.name,
+            )
+
     def provide(self, name: str, service: object) -> None:
+        self._while_starting(f"provide({name!r})")
         assert self._record.manifest is not None
         check_provide(self._record.manifest, name)
         self._record.provided[name] = service
@@ -158,6 +170,7 @@ class KernelContext(PluginContext[Any]):
         doc: str | None = None,
         example_args: Mapping[str, Any] | None = None,
     ) -> None:
+        self._while_starting(f"register_operation({name!r})")
         operation = self._host.pipeline.make_operation(
             self.name, name, handler, args_type=args_type, doc=doc, example_args=example_args
         )
@@ -166,11 +179,13 @@ class KernelContext(PluginContext[Any]):
         self._record.operations.append(operation)
 
     def register_middleware(self, middleware: Middleware, *, phase: Phase = Phase.TRANSFORM) -> None:
+        self._while_starting("register_middleware()")
         if not callable(middleware):
             raise PluginError(f"plugin {self.name!r}: middleware {middleware!r} is not callable", plugin=self.name)
         self._record.middleware.append((middleware, int(phase)))
 
     def add_dispatch_observer(self, observer: DispatchObserver) -> None:
+        self._while_starting("add_dispatch_observer()")
         for method in ("on_hook", "on_invoke"):
             if not callable(getattr(observer, method, None)):
                 raise PluginError(f"plugin {self.name!r}: observer lacks {method}()", plugin=self.name)

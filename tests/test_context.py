@@ -524,3 +524,44 @@ async def test_each_plugin_gets_its_own_context() -> None:
         assert second.ctx is not None
         assert first.ctx.name == "first"
         assert second.ctx.name == "second"
+
+
+class LateRegistrar(Plugin):
+    """Registers from a background task after start() returned."""
+
+    name = "late"
+    provides = ("early",)
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+        self.done = anyio.Event()
+
+    async def start(self, ctx: PluginContext[Any]) -> None:
+        ctx.provide("early", object())
+        ctx.spawn(self._later, ctx)
+
+    async def _later(self, ctx: PluginContext[Any]) -> None:
+        await anyio.sleep(0.001)
+        attempts = (
+            lambda: ctx.register_operation("late.op", lambda inv: None),
+            lambda: ctx.register_middleware(lambda inv, call_next: call_next(inv)),
+            lambda: ctx.provide("early", object()),
+            lambda: ctx.add_dispatch_observer(object()),  # type: ignore[arg-type]
+        )
+        for attempt in attempts:
+            try:
+                attempt()
+            except PluginError as exc:
+                self.errors.append(exc)
+        self.done.set()
+
+
+@pytest.mark.anyio
+async def test_registrations_after_start_are_refused_not_lost() -> None:
+    plugin = LateRegistrar()
+    async with Kernel(plugins=[plugin]) as kernel:
+        with anyio.fail_after(5):
+            await plugin.done.wait()
+        assert "late.op" not in kernel.operations
+    assert len(plugin.errors) == 4
+    assert all("outside start()" in str(e) and "register everything in start()" in str(e) for e in plugin.errors)
