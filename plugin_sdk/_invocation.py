@@ -21,6 +21,13 @@ def _roles(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _names_only(args: Mapping[str, Any]) -> str:
+    try:
+        return "{" + ", ".join(f"{name!r}: ..." for name in args) + "}"
+    except Exception:
+        return f"<{type(args).__name__}>"
+
+
 @attrs.frozen
 class Principal:
     """Who is calling: produced by the authenticate step, read by authorize and audit."""
@@ -46,8 +53,9 @@ class Invocation:
 
     #: the operation's name, e.g. ``tools.search``
     operation: str
-    #: the arguments as the caller passed them
-    args: Mapping[str, Any]
+    #: the arguments as the caller passed them (``repr`` shows their names only:
+    #: values may be secrets, e.g. ``secrets.set``)
+    args: Mapping[str, Any] = attrs.field(repr=_names_only)
     #: who is calling (``None`` until a plugin authenticates the call)
     principal: Principal | None = None
     #: free-form data shared by the middleware of this one call

@@ -230,3 +230,9 @@ async def test_a_vetter_without_the_grant_does_not_start_and_vets_nothing() -> N
     async with Kernel(plugins=[vetter, other]) as kernel:
         assert kernel.plugins["vetter"].state is PluginState.FAILED
         assert kernel.plugins["other"].state is PluginState.RUNNING
+
+
+def test_an_invocation_shows_argument_names_not_values() -> None:
+    text = repr(Invocation("secrets.set", {"name": "db", "value": CANARY}))
+    assert CANARY not in text
+    assert "'value': ..." in text

@@ -32,8 +32,11 @@ from packaging.specifiers import InvalidSpecifier
 from packaging.specifiers import SpecifierSet
 
 from plugin_sdk import SERVICE_PROTOCOLS
+from plugin_sdk import Consumer
 from plugin_sdk import Manifest
 from plugin_sdk import ManifestError
+from plugin_sdk import PerConsumer
+from plugin_sdk import Permissions
 from plugin_sdk import Plugin
 from plugin_sdk import PluginState
 from plugin_sdk import __version__ as SDK_VERSION
@@ -457,6 +460,13 @@ async def _services_protocols(subject: Subject) -> None:
             if service is None:
                 problems.append(f"{name}: declared in provides but not provided during start")
                 continue
+            if isinstance(service, PerConsumer):
+                # What consumers get is the factory's product: check a view made for a stranger.
+                try:
+                    service = service.factory(Consumer("conformance.consumer", Permissions()))
+                except Exception as exc:
+                    problems.append(f"{name}: its PerConsumer factory raised {type(exc).__name__}: {exc}")
+                    continue
             for member, declared in _protocol_members(protocol).items():
                 if not hasattr(service, member):
                     problems.append(f"{name}: no {member!r} ({protocol.__name__})")
