@@ -35,6 +35,7 @@ from plugin_sdk import PluginSnapshot
 from plugin_sdk import PluginState
 from plugin_sdk import ServiceUnavailable
 from plugin_sdk import hookspecs
+from plugin_sdk._markers import PROJECT
 
 from ._config import PluginEntry
 from ._context import KernelContext
@@ -105,6 +106,15 @@ def _describe(error: BaseException) -> str:
         return "timed out"
     text = str(error)
     return text if isinstance(error, PluginError) else f"{type(error).__name__}: {text}"
+
+
+def _is_vetter(record: PluginRecord) -> bool:
+    """Implements vet_plugin: registered as such, or marked so on its class (a plugin refused
+    before its hooks were registered, e.g. for a missing grant, still counts)."""
+    if VET_HOOK in record.hooks:
+        return True
+    function = getattr(type(record.plugin), VET_HOOK, None)
+    return function is not None and hasattr(function, f"{PROJECT}_impl")
 
 
 def plugin_ranks(records: Iterable[PluginRecord]) -> tuple[dict[str, int], list[list[str]]]:
@@ -496,6 +506,15 @@ class Lifecycle:
 
     async def vet(self, record: PluginRecord) -> str | None:
         """Ask the running vetters whether ``record`` may start; the reason if not (fail closed)."""
+        # Fail closed: a vetter that is enabled but not running (failed, not granted
+        # hook:vet_plugin, quarantined) refuses everything it would have vetted.
+        absent = [
+            f"{rec.name} ({rec.state.value})"
+            for rec in self.records.values()
+            if rec.enabled and rec is not record and rec.state is not PluginState.RUNNING and _is_vetter(rec)
+        ]
+        if absent:
+            return f"not vetted: enabled vetter plugin(s) {', '.join(absent)} are not running"
         if not self.relay.has_impls(hookspecs.vet_plugin):
             return None
         assert record.manifest is not None

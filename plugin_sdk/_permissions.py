@@ -249,7 +249,10 @@ def _path(target: str, whole: str) -> str:
     parts = expanded.split("/")
     if ".." in parts or "." in parts:
         raise PermissionSyntaxError(whole, f"path {target!r} has '.' or '..' segments")
-    return os.path.normpath(expanded) if not expanded.endswith("/**") else os.path.normpath(expanded[:-3]) + "/**"
+    if not expanded.endswith("/**"):
+        return os.path.normpath(expanded)
+    # "/**" is everything: its base is the root, not normpath("") == "."
+    return os.path.normpath(expanded[:-3] or "/").rstrip("/") + "/**"
 
 
 def expand(template: str, values: Mapping[str, Any]) -> str:

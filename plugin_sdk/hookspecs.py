@@ -185,7 +185,7 @@ class VetVerdict:
     reason: str = ""
 
 
-@hookspec(firstresult=True, policy="isolate", timeout=10.0)
+@hookspec(firstresult=True, policy="fail_fast", timeout=10.0)
 async def authenticate(credentials: Credentials, operation: str) -> Principal | None:
     """Turn credentials presented with an invoke into a :class:`~plugin_sdk.Principal`.
 
@@ -193,7 +193,8 @@ async def authenticate(credentials: Credentials, operation: str) -> Principal | 
     schemes do not recognise (a third party adds e.g. mTLS or OIDC this way).
     Async, first result: the first impl that returns a principal wins; return
     ``None`` for "not mine", raise :class:`~plugin_sdk.NotAuthenticated` for
-    "mine, and invalid".
+    "mine, and invalid": the error reaches the caller as raised (policy
+    ``fail_fast``), and so does any other error (the call fails closed).
 
     :param credentials: what the caller presented (never log ``secret``).
     :param operation: the operation being invoked.

@@ -141,3 +141,11 @@ def test_a_directory_grant_covers_everything_below_it_and_nothing_beside_it(base
     assert path_covers(base, child)
     assert path_covers(base + "/**", child)
     assert not path_covers(base, base + "x")
+
+
+def test_the_root_glob_covers_every_path() -> None:
+    root = parse_permission("fs:read:/**")
+    assert str(root) == "fs:read:/**"
+    assert root.covers(parse_permission("fs:read:/etc/hostname"))
+    assert root.covers(parse_permission("fs:read:/srv/**"))
+    assert not root.covers(parse_permission("fs:write:/tmp/x"))
