@@ -1,0 +1,3 @@
+"""Imported statically by the plugin: part of the scan."""
+
+VALUE = 1

@@ -1,0 +1,3 @@
+"""Starts a process without asking for ``subprocess`` (a scanner fixture)."""
+
+from .plugin import RiskyPlugin as RiskyPlugin
