@@ -29,6 +29,8 @@ from ._errors import PluginError as PluginError
 from ._errors import PluginStartError as PluginStartError
 from ._errors import ServiceUnavailable as ServiceUnavailable
 from ._errors import WorkerError as WorkerError
+from ._files import fsync_dir as fsync_dir
+from ._files import write_file_atomic as write_file_atomic
 from ._hooks_api import HookOutcome as HookOutcome
 from ._hooks_api import Hooks as Hooks
 from ._http import ASGIApp as ASGIApp
@@ -103,6 +105,8 @@ from .hookspecs import HealthStatus as HealthStatus
 from .hookspecs import VetVerdict as VetVerdict
 
 __all__ = [
+    "fsync_dir",
+    "write_file_atomic",
     "OPERATOR",
     "Consumer",
     "PerConsumer",

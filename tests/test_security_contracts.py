@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +29,7 @@ from plugin_sdk import SecretNotFound
 from plugin_sdk import SecretStore
 from plugin_sdk import VetVerdict
 from plugin_sdk import hookimpl
+from plugin_sdk import write_file_atomic
 
 pytestmark = pytest.mark.anyio
 
@@ -233,3 +236,15 @@ async def test_a_vetter_that_cannot_run_refuses_everything_fail_closed() -> None
         assert info.state is PluginState.FAILED
         assert "not vetted: enabled vetter plugin(s) vetter (failed) are not running" in (info.last_error or "")
 
+
+
+def test_write_file_atomic_makes_a_private_file_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "keys.json"
+    write_file_atomic(target, b"one")
+    write_file_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    with pytest.raises(TypeError):
+        write_file_atomic(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]

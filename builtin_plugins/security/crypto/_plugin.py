@@ -40,10 +40,10 @@ from plugin_sdk import SecretStore
 from plugin_sdk import ServiceUnavailable
 from plugin_sdk import SystemClock
 from plugin_sdk import hookimpl
+from plugin_sdk import write_file_atomic as write_atomic
 
 from ._cli import keys_command
 from ._config import CryptoSettings
-from ._files import write_atomic
 from ._keyring import Keyring
 from ._keyring import KeyringCipher
 from ._keyring import KeyringFormatError
