@@ -11,7 +11,11 @@ Run: python benchmarks/bench_security_invoke.py
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+import itertools
 import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,28 +54,34 @@ def config(data: Path, layers: tuple[str, ...]) -> dict[str, Any]:
     return {"kernel": {"data_dir": str(data)}, "plugins": plugins}
 
 
-async def measure(data: Path, layers: tuple[str, ...], number: int) -> float:
-    args = {"q": 1}
-    async with Kernel(config(data, layers), plugins=[Tools()]) as kernel:
-        created = await kernel.invoke("auth.keys.create", {"principal": "bench", "roles": ["agent"]}, principal=OPERATOR)
-        creds = Credentials.api_key(created["key"])
-        await kernel.invoke("tools.echo", args, credentials=creds)  # warm caches
-        return await per_await_ns(lambda: kernel.invoke("tools.echo", args, credentials=creds), number)
-
-
 async def main() -> None:
     os.environ.setdefault("ORION_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
-    number = 20_000
+    number, rounds = 5_000, 9
+    args = {"q": 1}
+    steps: list[tuple[str, ...]] = [(), ("auth",), ("auth", "rbac"), ("auth", "rbac", "audit")]
+    samples: dict[tuple[str, ...], list[float]] = {layers: [] for layers in steps}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        async with Kernel({}, plugins=[Tools()], environ={}, entry_points=False) as bare:
-            args = {"q": 1}
-            base = await per_await_ns(lambda: bare.invoke("tools.echo", args), number)
-        steps = [("auth",), ("auth", "rbac"), ("auth", "rbac", "audit")]
-        figures = {}
-        for index, layers in enumerate(steps):
-            figures[layers] = await measure(root / str(index), layers, number)
-    full = figures[("auth", "rbac", "audit")]
+        async with contextlib.AsyncExitStack() as stack:
+            calls = {}
+            for index, layers in enumerate(steps):
+                if not layers:
+                    kernel = Kernel({}, plugins=[Tools()], environ={}, entry_points=False)
+                    await stack.enter_async_context(kernel)
+                    calls[layers] = functools.partial(kernel.invoke, "tools.echo", args)
+                    continue
+                kernel = Kernel(config(Path(tmp) / str(index), layers), plugins=[Tools()])
+                await stack.enter_async_context(kernel)
+                created = await kernel.invoke(
+                    "auth.keys.create", {"principal": "bench", "roles": ["agent"]}, principal=OPERATOR
+                )
+                creds = Credentials.api_key(created["key"])
+                calls[layers] = functools.partial(kernel.invoke, "tools.echo", args, credentials=creds)
+            # Interleaved rounds, median per configuration: the VM's speed drifts between runs.
+            for _ in range(rounds):
+                for layers in steps:
+                    samples[layers].append(await per_await_ns(calls[layers], number, repeat=1))
+    figures = {layers: statistics.median(values) for layers, values in samples.items()}
+    base, full = figures[()], figures[("auth", "rbac", "audit")]
     report(
         "authenticated invoke (API key + rbac + audit, fsync off) vs bare kernel.invoke, same process",
         [
@@ -80,11 +90,9 @@ async def main() -> None:
             ("invoke with auth + rbac + audit", full, base, 3.0),
         ],
     )
-    previous = base
     print("# where the time goes (added per call):")
-    for layers, label in zip(steps, ("auth", "rbac", "audit"), strict=True):
-        print(f"#   {label:<6} +{(figures[layers] - previous) / 1000:6.2f} us")
-        previous = figures[layers]
+    for previous, layers in itertools.pairwise(steps):
+        print(f"#   {layers[-1]:<6} +{(figures[layers] - figures[previous]) / 1000:6.2f} us")
     print(f"# throughput: {1e9 / full:,.0f} invokes/s secured vs {1e9 / base:,.0f} bare (one task)")
 
 

@@ -31,6 +31,7 @@ from ._errors import ServiceUnavailable as ServiceUnavailable
 from ._errors import WorkerError as WorkerError
 from ._files import fsync_dir as fsync_dir
 from ._files import write_file_atomic as write_file_atomic
+from ._hmac import HmacSha256 as HmacSha256
 from ._hooks_api import HookOutcome as HookOutcome
 from ._hooks_api import Hooks as Hooks
 from ._http import ASGIApp as ASGIApp
@@ -105,6 +106,7 @@ from .hookspecs import HealthStatus as HealthStatus
 from .hookspecs import VetVerdict as VetVerdict
 
 __all__ = [
+    "HmacSha256",
     "fsync_dir",
     "write_file_atomic",
     "OPERATOR",

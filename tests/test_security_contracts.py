@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 import stat
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kernel import Kernel
 from plugin_sdk import OPERATOR
@@ -17,6 +20,7 @@ from plugin_sdk import Authenticator
 from plugin_sdk import Consumer
 from plugin_sdk import Credentials
 from plugin_sdk import Encryptor
+from plugin_sdk import HmacSha256
 from plugin_sdk import InvalidArguments
 from plugin_sdk import Invocation
 from plugin_sdk import Manifest
@@ -248,3 +252,16 @@ def test_write_file_atomic_makes_a_private_file_and_leaves_nothing_on_failure(tm
         write_file_atomic(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
+
+
+@given(key=st.binary(min_size=1, max_size=200), message=st.binary(max_size=500))
+def test_hmac_sha256_is_rfc_2104_hmac(key: bytes, message: bytes) -> None:
+    mac = HmacSha256(key)
+    assert mac.digest(message) == hmac.digest(key, message, "sha256")
+    assert mac.hex2(message[:7], message[7:]) == hmac.new(key, message, "sha256").hexdigest().encode()
+    assert key.hex() not in repr(mac)
+
+
+def test_an_empty_hmac_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        HmacSha256(b"")

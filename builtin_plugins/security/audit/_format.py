@@ -21,7 +21,6 @@ for an anchor or the reverse.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -30,6 +29,8 @@ from typing import Final
 
 import attrs
 import orjson
+
+from plugin_sdk import HmacSha256
 
 #: ``prev`` of the first entry of a chain
 GENESIS: Final = "0" * 64
@@ -48,44 +49,8 @@ ANCHOR_DOMAIN: Final = b"orion-audit-anchor\n"
 ANCHOR_VERSION: Final = 1
 
 
-class Mac:
-    """HMAC-SHA256 (RFC 2104) with the key's inner and outer pads hashed once.
-
-    Exactly ``hmac.new(key, msg, "sha256")``, computed from two prepared
-    ``hashlib`` states: copying them costs far less than keying a new HMAC
-    for every entry.  Holds no copy of the key itself; ``repr`` shows nothing.
-    """
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, key: bytes) -> None:
-        if not key:
-            raise ValueError("the HMAC key is empty")
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        padded = key.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
-
-    def __repr__(self) -> str:
-        return "<Mac HMAC-SHA256 key=<redacted>>"
-
-    def hex(self, data: bytes | memoryview) -> bytes:
-        """The MAC of ``data`` as 64 lowercase hex digits (ASCII bytes)."""
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return binascii.hexlify(outer.digest())
-
-    def hex2(self, head: bytes | memoryview, tail: bytes) -> bytes:
-        """The MAC of ``head + tail`` without joining them."""
-        inner = self._inner.copy()
-        inner.update(head)
-        inner.update(tail)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return binascii.hexlify(outer.digest())
+#: HMAC-SHA256 with the key prepared once (the SDK's); the name the audit code uses
+Mac = HmacSha256
 
 
 #: an empty SHA-256 state: copying it is cheaper than constructing one (OpenSSL 3 fetches per constructor)

@@ -486,9 +486,9 @@ class Chain:
             default=_default,
         )
         mac = self._mac
-        inner = mac._inner.copy()
+        inner = mac.inner()
         inner.update(canonical)
-        outer = mac._outer.copy()
+        outer = mac.outer()
         outer.update(inner.digest())
         line = canonical[:-1] + MAC_TAG + binascii.hexlify(outer.digest()) + b'"}'
         size = len(line) + 1

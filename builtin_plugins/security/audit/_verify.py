@@ -177,8 +177,8 @@ class _Walker:
         :returns: the number of the last line checked.
         :raises _Bad: at the first bad line.
         """
-        mac_inner = self.mac._inner
-        mac_outer = self.mac._outer
+        mac_inner = self.mac.inner()
+        mac_outer = self.mac.outer()
         compare = hmac.compare_digest
         hexlify = binascii.hexlify
         sha256 = _SHA256
