@@ -81,7 +81,20 @@ BUILTIN_PLUGINS = {
     "alerts": "builtin_plugins.monitoring.alerts:Alerts",
     "analytics": "builtin_plugins.monitoring.analytics:Analytics",
     "dashboard": "builtin_plugins.monitoring.dashboard:Dashboard",
+    "auth": "builtin_plugins.security.auth:Auth",
+    "rbac": "builtin_plugins.security.rbac:Rbac",
+    "audit": "builtin_plugins.security.audit:Audit",
+    "crypto": "builtin_plugins.security.crypto:Crypto",
+    "secrets": "builtin_plugins.security.secrets:Secrets",
+    "scanner": "builtin_plugins.security.scanner:Scanner",
 }
+
+
+def test_every_builtin_plugin_is_listed_here() -> None:
+    from importlib.metadata import entry_points
+
+    ours = {ep.name: ep.value for ep in entry_points(group="orion_kernel.plugins") if ep.value.startswith("builtin_")}
+    assert ours == {**BUILTIN_PLUGINS, "health": "builtin_plugins.monitoring.health:Health"}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_PLUGINS))
@@ -102,3 +115,20 @@ def test_readme_monitoring_config_is_valid(tmp_path: Path) -> None:
     kernel = Kernel(tmp_path / "orion.toml", environ={})
     kernel.prepare()
     assert {n for n, i in kernel.plugins.items() if i.enabled} == {"http", "metrics", "alerts"}
+
+
+def test_readme_security_config_is_valid_and_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import os
+
+    section = README.split("## Security (builtin plugins)", 1)[1]
+    toml = re.findall(r"```toml\n(.*?)```", section, flags=re.S)[0]
+    (tmp_path / "orion.toml").write_text(toml)
+    monkeypatch.setenv("ORION_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
+
+    async def start() -> dict[str, str]:
+        async with Kernel(tmp_path / "orion.toml", environ={}) as kernel:
+            return {n: i.state.value for n, i in kernel.plugins.items() if i.enabled}
+
+    states = anyio.run(start)
+    assert states == dict.fromkeys(("secrets", "auth", "rbac", "audit", "scanner"), "running")
