@@ -17,6 +17,7 @@ import itertools
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,25 @@ def config(data: Path, layers: tuple[str, ...]) -> dict[str, Any]:
     return {"kernel": {"data_dir": str(data)}, "plugins": plugins}
 
 
+async def burst(call: Any, count: int) -> tuple[int, int, float]:
+    """``count`` calls at once (each in its own task); (succeeded, failed, seconds)."""
+    outcome = {"ok": 0, "errors": 0}
+
+    async def one() -> None:
+        try:
+            await call()
+        except Exception:
+            outcome["errors"] += 1
+        else:
+            outcome["ok"] += 1
+
+    began = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(one)
+    return outcome["ok"], outcome["errors"], time.perf_counter() - began
+
+
 async def main() -> None:
     os.environ.setdefault("ORION_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
     number, rounds = 5_000, 9
@@ -80,6 +100,7 @@ async def main() -> None:
             for _ in range(rounds):
                 for layers in steps:
                     samples[layers].append(await per_await_ns(calls[layers], number, repeat=1))
+            concurrent = await burst(calls[("auth", "rbac", "audit")], 1000)
     figures = {layers: statistics.median(values) for layers, values in samples.items()}
     base, full = figures[()], figures[("auth", "rbac", "audit")]
     report(
@@ -94,6 +115,11 @@ async def main() -> None:
     for previous, layers in itertools.pairwise(steps):
         print(f"#   {layers[-1]:<6} +{(figures[layers] - figures[previous]) / 1000:6.2f} us")
     print(f"# throughput: {1e9 / full:,.0f} invokes/s secured vs {1e9 / base:,.0f} bare (one task)")
+    ok, errors, seconds = concurrent
+    print(
+        f"# 1,000 concurrent authenticated invokes: {ok} ok, {errors} errors, "
+        f"{seconds * 1000:.1f} ms ({ok / seconds:,.0f} invokes/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -429,6 +429,13 @@ def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.Argumen
     conformance.add_argument("target", help="a plugin entry-point name, module:Class, or an installed distribution")
     conformance.add_argument("--strict", action="store_true", help="refuse opt-outs of core checks")
     conformance.add_argument(
+        "--only",
+        metavar="CHECK",
+        action="append",
+        default=[],
+        help="run only this check (and the checks it needs); repeatable, e.g. --only lifecycle.start_stop",
+    )
+    conformance.add_argument(
         "--against",
         metavar="PREVIOUS",
         default=None,
@@ -520,6 +527,12 @@ def cmd_conformance(args: argparse.Namespace, env: Environment) -> int:
     from plugin_sdk.testing._targets import resolve
     from plugin_sdk.testing._targets import surface_of
 
+    from plugin_sdk.testing import CHECKS
+
+    unknown = [name for name in args.only if name not in CHECKS]
+    if unknown:
+        env.echo(f"error: unknown check(s) {', '.join(map(repr, unknown))}; known: {', '.join(CHECKS)}")
+        return 2
     try:
         classes = resolve(args.target)
         previous = previous_surfaces(args.against) if args.against else None
@@ -530,7 +543,7 @@ def cmd_conformance(args: argparse.Namespace, env: Environment) -> int:
     async def run_all() -> list[ConformanceReport]:
         reports = []
         for cls in classes:
-            report = await run_conformance_async(cls, strict=args.strict)
+            report = await run_conformance_async(cls, strict=args.strict, only=args.only or None)
             if previous is not None:
                 current = await surface_of(cls)
                 before = previous.get(current.plugin)

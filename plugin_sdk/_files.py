@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 
@@ -27,7 +26,7 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     holds the old content or the new, never a mix.  On any error the
     temporary file is removed and ``path`` is untouched.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")  # no `secrets`: it loads OpenSSL
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         with os.fdopen(fd, "wb") as handle:

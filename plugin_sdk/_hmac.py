@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-import hashlib
 from typing import Any
 
 
@@ -20,6 +19,8 @@ class HmacSha256:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
+        import hashlib  # here, not at import: `import plugin_sdk` loads no OpenSSL
+
         if not key:
             raise ValueError("the HMAC key is empty")
         if len(key) > 64:

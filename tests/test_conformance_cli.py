@@ -40,10 +40,21 @@ def test_a_failure_is_named_with_its_reason_and_exits_1_in_json_too() -> None:
 
 
 def test_a_distribution_means_every_plugin_it_ships() -> None:
-    code, text = run("conformance", "orion-kernel", "--json")
+    # One cheap check each: the whole suite on every builtin runs in tests/test_conformance.py.
+    code, text = run("conformance", "orion-kernel", "--json", "--only", "manifest.valid")
     assert code == 0, text
-    names = sorted(r["plugin"] for r in json.loads(text))
-    assert names == ["alerts", "analytics", "dashboard", "health", "http", "metrics"]
+    reports = json.loads(text)
+    assert sorted(r["plugin"] for r in reports) == sorted(
+        ["alerts", "analytics", "dashboard", "health", "http", "metrics"]
+        + ["audit", "auth", "crypto", "rbac", "scanner", "secrets"]
+    )
+    assert {c["id"] for r in reports for c in r["checks"]} == {"manifest.valid"}
+
+
+def test_only_names_a_known_check() -> None:
+    code, text = run("conformance", "conformance.broken:Good", "--only", "no.such.check")
+    assert code == 2
+    assert "unknown check(s) 'no.such.check'" in text
 
 
 @pytest.mark.parametrize("target", ["nope", "no.such.module:Thing", "conformance.broken:missing"])
