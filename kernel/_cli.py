@@ -517,6 +517,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 def cmd_conformance(args: argparse.Namespace, env: Environment) -> int:
     """Run the suite on every plugin TARGET names; with ``--against``, the compatibility checks too."""
+    from plugin_sdk.testing import CHECKS
     from plugin_sdk.testing import CheckResult
     from plugin_sdk.testing import ConformanceReport
     from plugin_sdk.testing import Status
@@ -526,8 +527,6 @@ def cmd_conformance(args: argparse.Namespace, env: Environment) -> int:
     from plugin_sdk.testing._targets import previous_surfaces
     from plugin_sdk.testing._targets import resolve
     from plugin_sdk.testing._targets import surface_of
-
-    from plugin_sdk.testing import CHECKS
 
     unknown = [name for name in args.only if name not in CHECKS]
     if unknown:
