@@ -1,11 +1,12 @@
 """The ``audit`` plugin: entry format, hash chain and MACs, every tamper verify must catch,
 rotation, the anchor, fsync policies, recovery of a torn tail, invoke decisions, state
-changes, the secret store, a read-only second kernel, the CLI, and no secrets in entries.
+changes, the secret store, the CLI, and no secrets in entries.
 
-The kill -9 test is in test_audit_crash.py.
+The kill -9 test is in test_audit_crash.py; a second process on the log (pending files and their
+import) in test_audit_pending.py.
 """
 
-# ruff: noqa: ASYNC110, ASYNC220, ASYNC230
+# ruff: noqa: ASYNC110, ASYNC230
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import itertools
 import logging
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +30,6 @@ from builtin_plugins.security.audit import Audit
 from builtin_plugins.security.audit import AuditSettings
 from builtin_plugins.security.audit import Chain
 from builtin_plugins.security.audit import Mac
-from builtin_plugins.security.audit import ReadOnlyLog
 from builtin_plugins.security.audit import anchor_path
 from builtin_plugins.security.audit import chain_files
 from builtin_plugins.security.audit import encode_entry
@@ -57,7 +55,6 @@ from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
-from plugin_sdk import ServiceUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -865,48 +862,6 @@ async def test_reconfigure(tmp_path: Path) -> None:
     assert entries_of(log_path(tmp_path))[-1]["action"] == "audit.closed"
     assert "after.move" in [e["action"] for e in entries_of(moved)]
     assert verify_path(log_path(tmp_path), mac_of(tmp_path)).ok and verify_path(moved, mac_of(tmp_path)).ok
-
-
-async def test_second_process_gets_a_read_only_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    await write_log(tmp_path, 3)
-    lock = log_path(tmp_path).with_name("audit.log.lock")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(60)\n",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-        with caplog.at_level(logging.WARNING):
-            async with running(tmp_path, Tools()) as (kernel, audit):
-                assert audit._chain is not None and audit._chain.read_only
-                assert f"pid {holder.pid}" in caplog.text
-                with pytest.raises(ReadOnlyLog, match=f"pid {holder.pid}"):
-                    await audit.record("y", actor=None, outcome="ok")
-                with pytest.raises(ServiceUnavailable, match="cannot record calls"):
-                    await kernel.invoke("tools.echo", {})
-                report = await kernel.invoke("audit.verify", {}, principal=OPERATOR)
-                assert report["ok"]
-                assert await kernel.invoke("audit.tail", {"n": 1}, principal=OPERATOR)
-                assert "read-only" in (await audit.check_health()).reason
-    finally:
-        holder.kill()
-        holder.wait()
-        assert holder.stdout is not None
-        holder.stdout.close()
-    before = lines_of(log_path(tmp_path))
-    async with running(tmp_path) as (_, audit):  # the lock is free again: a writer
-        await audit.record("z", actor=None, outcome="ok")
-    assert len(lines_of(log_path(tmp_path))) > len(before)
-    assert verify_path(log_path(tmp_path), mac_of(tmp_path)).ok
 
 
 async def test_instances_in_one_process_share_the_chain(tmp_path: Path) -> None:

@@ -12,6 +12,21 @@ One entry is one line of JSON (orjson), fields in this order::
   without the ``mac`` field, i.e. ``line[:-74] + b"}"``.  The MAC is always the
   last field, so a verifier checks it without parsing the JSON.
 
+An entry imported from a pending file (below) has one more field before the
+MAC, ``"imported":{"file":...,"line":N,"pid":P,"at":TS}``, and keeps the ``ts``
+of the pending line (when it happened, not when it was imported).
+
+A *pending line* is what a kernel that does not hold the log's lock writes
+(``PATH.pending/<pid>-<random>.jsonl``, one file per run)::
+
+    {"pending":1,"file":"4242-0c1d....jsonl","line":3,"pid":4242,"ts":1712345678.5,
+     "action":"auth.key.created","actor":"cli","outcome":"ok","details":{...},"mac":"<64 hex>"}
+
+Its ``mac`` is HMAC-SHA256 over :data:`PENDING_DOMAIN` followed by the same
+canonical bytes (the line without the ``mac`` field), so a pending line can
+never pass for a chain entry, nor an entry for a pending line; ``file`` and
+``line`` bind it to its place (copied or moved lines are caught).
+
 The anchor (``PATH.anchor``) is one fixed-size record rewritten in place: the
 last anchored ``seq`` and the hash of its line, plus where the retained chain
 starts (``first_seq``, ``first_prev``: they move when ``keep`` deletes old
@@ -46,6 +61,10 @@ MIN_LINE: Final = len(ENTRY_PREFIX) + 1 + len(',"prev":""') + 64 + MAC_SUFFIX
 #: bytes of the anchor file (one padded JSON record and a newline)
 ANCHOR_SIZE: Final = 512
 ANCHOR_DOMAIN: Final = b"orion-audit-anchor\n"
+#: what the MAC of a pending line covers before its canonical bytes
+PENDING_DOMAIN: Final = b"orion-audit-pending\n"
+#: what every pending line starts with
+PENDING_PREFIX: Final = b'{"pending":1,'
 ANCHOR_VERSION: Final = 1
 
 
@@ -84,12 +103,43 @@ def encode(
     actor: str | None,
     outcome: str,
     details: Mapping[str, Any] | None,
+    *,
+    imported: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The line of one entry, without its newline."""
+    entry: dict[str, Any] = {
+        "seq": seq,
+        "prev": prev,
+        "ts": ts,
+        "action": action,
+        "actor": actor,
+        "outcome": outcome,
+        "details": {} if details is None else details,
+    }
+    if imported is not None:
+        entry["imported"] = imported
+    canonical = orjson.dumps(entry, default=_default)
+    return canonical[:-1] + MAC_TAG + mac.hex(canonical) + b'"}'
+
+
+def encode_pending(
+    mac: Mac,
+    file: str,
+    line: int,
+    pid: int,
+    ts: float,
+    action: str,
+    actor: str | None,
+    outcome: str,
+    details: Mapping[str, Any] | None,
+) -> bytes:
+    """One pending line (no newline): MAC'd under :data:`PENDING_DOMAIN`, bound to ``file`` and ``line``."""
     canonical = orjson.dumps(
         {
-            "seq": seq,
-            "prev": prev,
+            "pending": 1,
+            "file": file,
+            "line": line,
+            "pid": pid,
             "ts": ts,
             "action": action,
             "actor": actor,
@@ -98,7 +148,20 @@ def encode(
         },
         default=_default,
     )
-    return canonical[:-1] + MAC_TAG + mac.hex(canonical) + b'"}'
+    return canonical[:-1] + MAC_TAG + mac.hex2(PENDING_DOMAIN, canonical) + b'"}'
+
+
+def pending_mac_ok(mac: Mac, line: bytes) -> bool | None:
+    """Whether the MAC of a pending line (no newline) is right; None if it has no pending line's shape."""
+    if (
+        len(line) < len(PENDING_PREFIX) + MAC_SUFFIX
+        or not line.startswith(PENDING_PREFIX)
+        or line[-MAC_SUFFIX : -MAC_SUFFIX + len(MAC_TAG)] != MAC_TAG
+        or not line.endswith(b'"}')
+    ):
+        return None
+    expected = mac.hex2(PENDING_DOMAIN, line[:-MAC_SUFFIX] + b"}")
+    return hmac.compare_digest(expected, line[-66:-2])
 
 
 def line_hash(line: bytes | memoryview) -> str:

@@ -7,7 +7,9 @@ loss is the fsync policy's business (:meth:`Chain.sync`).
 
 One process writes a chain: it holds an exclusive ``flock`` on ``PATH.lock``
 while the chain is open.  A second kernel on the same log (a CLI command while
-the server runs) opens it read-only: it can verify and tail, not append.
+the server runs) opens it read-only: it verifies and tails the chain, and
+records into a pending file (:attr:`Chain.spool`, see ``_pending.py``) that the
+writer imports.
 
 Methods are synchronous; the plugin calls the slow ones (open, sync, close)
 from a worker thread and :meth:`Chain.append` from the event loop.
@@ -49,6 +51,8 @@ from ._format import looks_like_entry
 from ._format import mac_ok
 from ._format import prev_of
 from ._format import seq_of
+from ._pending import Spool
+from ._pending import pending_dir
 from ._verify import Source
 from ._verify import anchor_path
 from ._verify import chain_files
@@ -145,6 +149,41 @@ def _entry_ok(line: bytes) -> bool:
     return True
 
 
+def entries_after(sources: Sequence[Source], seq: int, mac: Mac) -> list[dict[str, Any]]:
+    """The entries at the end of the chain whose seq is above ``seq``, newest first.
+
+    Reads back from the end and stops at the first entry at or below ``seq``; lines
+    that are not entries or whose MAC does not verify are skipped.
+    """
+    found: list[dict[str, Any]] = []
+    for source in reversed(sources):
+        fd = source.fd if source.fd is not None else os.open(source.name, _READ)
+        try:
+            end = source.size if source.size is not None else os.fstat(fd).st_size
+            if end and _read_at(fd, end - 1, 1) != b"\n":
+                got = _last_line(fd, end + 1)
+                end = got[0] if got is not None else 0
+            while end > 0:
+                got = _last_line(fd, end)
+                if got is None:
+                    break
+                start, line = got
+                end = start
+                if not looks_like_entry(line) or not mac_ok(mac, line):
+                    continue
+                number = seq_of(line)
+                if number is not None and number <= seq:
+                    return found
+                try:
+                    found.append(decode(line))
+                except ValueError:
+                    pass
+        finally:
+            if source.fd is None:
+                os.close(fd)
+    return found
+
+
 def tail_sources(sources: Sequence[Source], count: int) -> list[dict[str, Any]]:
     """The last ``count`` complete entries of the chain, oldest first (unparsable lines skipped)."""
     found: list[dict[str, Any]] = []
@@ -212,6 +251,7 @@ class Chain:
         self._first_prev = GENESIS
         self._anchor_seq = -1
         self._synced_seq = 0
+        self._spool: Spool | None = None
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else ("open" if self._fd >= 0 else "closed")
@@ -236,6 +276,24 @@ class Chain:
     def synced_seq(self) -> int:
         """The last seq known to be on disk (fsync'd)."""
         return self._synced_seq
+
+    @property
+    def pending_dir(self) -> Path:
+        """Where processes that do not hold the lock record (``PATH.pending``)."""
+        return pending_dir(self.path)
+
+    @property
+    def spool(self) -> Spool:
+        """This process's pending file (read-only chains: where ``record()`` writes), made on first use."""
+        spool = self._spool
+        if spool is None:
+            spool = self._spool = Spool(self.pending_dir, self._mac)
+        return spool
+
+    @property
+    def spooled(self) -> Spool | None:
+        """The spool, if this chain used one."""
+        return self._spool
 
     # -- open and recover ----------------------------------------------------------------
 
@@ -458,8 +516,20 @@ class Chain:
 
     # -- appending ------------------------------------------------------------------------
 
-    def append(self, action: str, actor: str | None, outcome: str, details: Mapping[str, Any] | None) -> int:
+    def append(
+        self,
+        action: str,
+        actor: str | None,
+        outcome: str,
+        details: Mapping[str, Any] | None,
+        *,
+        ts: float | None = None,
+        imported: Mapping[str, Any] | None = None,
+    ) -> int:
         """Write one entry; its seq once the line is in the file (not yet fsync'd).
+
+        ``ts`` (default: now) and ``imported`` (the marker of an entry imported from
+        a pending file) are for the importer.
 
         Called on the event loop's thread only (so is everything that changes the
         descriptors: :meth:`open` before the chain is used, rotation, :meth:`close`).
@@ -473,18 +543,18 @@ class Chain:
             self._refuse()
         seq = self._seq + 1
         # _format.encode() inlined (the hot path of every audited invoke): canonical JSON, its MAC
-        canonical = orjson.dumps(
-            {
-                "seq": seq,
-                "prev": self._prev,
-                "ts": time.time(),
-                "action": action,
-                "actor": actor,
-                "outcome": outcome,
-                "details": {} if details is None else details,
-            },
-            default=_default,
-        )
+        entry = {
+            "seq": seq,
+            "prev": self._prev,
+            "ts": time.time() if ts is None else ts,
+            "action": action,
+            "actor": actor,
+            "outcome": outcome,
+            "details": {} if details is None else details,
+        }
+        if imported is not None:
+            entry["imported"] = imported
+        canonical = orjson.dumps(entry, default=_default)
         mac = self._mac
         inner = mac.inner()
         inner.update(canonical)
@@ -509,7 +579,7 @@ class Chain:
         if self.read_only:
             raise ReadOnlyLog(
                 f"audit: {self.path} is written by another process (pid {self.holder or '?'}); "
-                "this kernel can only read it",
+                "this kernel cannot append to it (it records into the pending directory instead)",
                 plugin="audit",
             )
         raise LogClosed("audit: the log is closed", plugin="audit")
@@ -567,12 +637,13 @@ class Chain:
 
     # -- durability and the anchor --------------------------------------------------------
 
-    def pending(self) -> tuple[int, str, int] | None:
+    def pending(self, *, always: bool = False) -> tuple[int, str, int] | None:
         """What a sync would cover: ``(seq, hash, dup'd fd)``, or None when everything is anchored.
 
+        ``always``: whenever the chain is open (an fsync whatever the anchor says).
         Called on the writer's thread; pass the result to :meth:`sync` (any thread).
         """
-        if self._fd < 0 or self._seq <= self._anchor_seq:
+        if self._fd < 0 or (self._seq <= self._anchor_seq and not always):
             return None
         return self._seq, self._prev, os.dup(self._fd)
 
@@ -610,8 +681,13 @@ class Chain:
     def snapshot(self) -> tuple[list[Source], bytes | None, tuple[int, str] | None]:
         """The files as they are now, opened (the caller closes the fds), the anchor, and the writer's state.
 
-        Called on the writer's thread, so no entry is half in the snapshot.
+        Called on the writer's thread, so no entry is half in the snapshot.  A reader
+        (another process writes) reads the anchor first: the writer anchors an entry
+        only after writing it, so the files then hold at least what the anchor names.
         """
+        early: bytes | None = None
+        if self._fd < 0:
+            early = self._read_anchor()
         sources: list[Source] = []
         try:
             for file in chain_files(self.path):
@@ -623,17 +699,18 @@ class Chain:
                 if source.fd is not None:
                     os.close(source.fd)
             raise
-        anchor: bytes | None
-        with self._anchor_lock:
-            if self._anchor_fd >= 0:
-                anchor = os.pread(self._anchor_fd, ANCHOR_SIZE, 0)
-            else:
-                try:
-                    anchor = self.anchor_file.read_bytes()
-                except FileNotFoundError:
-                    anchor = None
+        anchor = early if self._fd < 0 else self._read_anchor()
         expect = (self._seq, self._prev) if self._fd >= 0 else None
         return sources, anchor, expect
+
+    def _read_anchor(self) -> bytes | None:
+        with self._anchor_lock:
+            if self._anchor_fd >= 0:
+                return os.pread(self._anchor_fd, ANCHOR_SIZE, 0)
+            try:
+                return self.anchor_file.read_bytes()
+            except FileNotFoundError:
+                return None
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -655,6 +732,9 @@ class Chain:
             self._close_fds()
 
     def _close_fds(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.close()
         with self._anchor_lock:
             for name in ("_fd", "_anchor_fd", "_lock_fd"):
                 fd = getattr(self, name)

@@ -4,6 +4,10 @@ It records every invoke decision (a middleware at ``Phase.OBSERVE``, the
 outermost), every plugin state change (the ``plugin_state_changed`` hook), and
 what other plugins report through the ``audit`` service (``record()``: a key
 revoked, a policy reloaded).  ``verify()`` walks the whole chain.
+
+A kernel that does not hold the log's lock (a CLI command while the server
+runs) records into a pending file instead (fsync'd per entry); the writer
+imports pending files at start and on every flusher tick (``_pending.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import re
 import secrets as _random
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,8 +57,17 @@ from ._log import LogClosed
 from ._log import ReadOnlyLog
 from ._log import Recovery
 from ._log import acquire
+from ._log import entries_after
 from ._log import release
 from ._log import tail_sources
+from ._pending import REJECTED_ACTION
+from ._pending import Claim
+from ._pending import already_imported
+from ._pending import claim
+from ._pending import count
+from ._pending import finish
+from ._pending import listing
+from ._pending import rejected_details
 from ._verify import Report
 from ._verify import verify_path
 from ._verify import verify_sources
@@ -62,8 +76,6 @@ from ._verify import verify_sources
 SECRET_NAME: Final = "audit.hmac_key"
 #: the key file used without a secret store, in the data directory
 KEY_FILE: Final = "audit.key"
-#: operations that read the log: allowed in a read-only kernel, where nothing can be recorded
-READ_OPERATIONS: Final = frozenset({"audit.verify", "audit.tail"})
 MAX_TAIL: Final = 1000
 
 _STATE_ACTIONS: Final = {
@@ -161,6 +173,10 @@ class Audit(Plugin):
         self._always = False
         self._syncing: anyio.Event | None = None
         self._last_error: str | None = None
+        #: held while importing pending files (stop and a path change wait for it)
+        self._importing = anyio.Lock()
+        #: why the last import of pending files failed (cleared by one that succeeds)
+        self._import_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -175,10 +191,11 @@ class Audit(Plugin):
             self._chain = chain
             if chain.read_only:
                 ctx.log.warning(
-                    "audit: %s is written by another process (pid %s): this kernel opens it read-only "
-                    "(verify and tail work; record() raises, and invokes other than audit.* are refused)",
+                    "audit: %s is written by another process (pid %s): this kernel records into a pending "
+                    "file in %s (fsync'd per entry), which that process imports into the chain",
                     chain.path,
                     chain.holder or "?",
+                    chain.pending_dir,
                 )
             elif recovery.needed:
                 ctx.log.warning("audit: recovered %s: %s", chain.path, recovery.details())
@@ -196,8 +213,9 @@ class Audit(Plugin):
                 args_type=TailArgs,
                 doc="The last n audit entries, oldest first (admins).",
             )
+            ctx.spawn(self._flusher, name="audit fsync, anchor and import")
             if not chain.read_only:
-                ctx.spawn(self._flusher, name="audit fsync and anchor")
+                await self._import_pending(chain)  # what other processes recorded while no one held the lock
         except BaseException:
             self._chain = None
             if release(chain):
@@ -205,12 +223,17 @@ class Audit(Plugin):
             raise
 
     async def stop(self) -> None:
-        chain, self._chain = self._chain, None
-        self._wanted = {}
-        if chain is None:
-            return
-        if release(chain):
-            await self._close(chain, "audit.stopped")
+        chain = self._chain
+        try:
+            if chain is not None and chain.is_open:
+                await self._import_pending(chain)  # what came in since the last tick
+        finally:
+            with anyio.CancelScope(shield=True):  # a running import finishes first (it is shielded too)
+                async with self._importing:
+                    chain, self._chain = self._chain, None
+            self._wanted = {}
+            if chain is not None and release(chain):
+                await self._close(chain, "audit.stopped")
 
     async def reconfigure(self, settings: AuditSettings) -> None:
         """Everything applies at once; a new ``path`` closes this chain and opens (or continues) that one."""
@@ -220,7 +243,8 @@ class Audit(Plugin):
             return
         if self._resolve(settings) != chain.path:
             fresh, _ = await self._acquire(settings)
-            self._chain = fresh
+            async with self._importing:
+                self._chain = fresh
             if release(chain):
                 await self._close(
                     chain, "audit.closed", {"reason": "the path changed", "continues_in": str(fresh.path)}
@@ -319,8 +343,12 @@ class Audit(Plugin):
     ) -> int:
         """Append one entry; its seq once written (and fsync'd under ``fsync = "always"``).
 
-        :raises ReadOnlyLog: another process writes this log.
+        When another process writes the log, the entry goes to this process's
+        pending file, fsync'd before this returns, and the result is 0 (the writer
+        gives it a seq when it imports it).
+
         :raises LogClosed: the plugin is not running.
+        :raises OSError: the entry could not be written.
         """
         if not isinstance(action, str) or not action:
             raise ValueError("audit: action must be a non-empty string")
@@ -333,6 +361,9 @@ class Audit(Plugin):
         chain = self._chain
         if chain is None:
             raise LogClosed("audit: the log is closed", plugin="audit")
+        if chain.read_only:
+            await self._spool(chain, action, actor, outcome, details)
+            return 0
         seq = self._append(chain, action, actor, outcome, details)
         if self._always:
             await self._sync_to(chain, seq)
@@ -375,7 +406,7 @@ class Audit(Plugin):
                     os.close(source.fd)
 
     async def tail(self, count: int = 20) -> list[dict[str, Any]]:
-        """The last ``count`` entries, oldest first."""
+        """The last ``count`` entries of the chain, oldest first (not pending entries: they are not in it yet)."""
         chain = self._chain
         if chain is None:
             raise LogClosed("audit: the log is closed", plugin="audit")
@@ -390,16 +421,127 @@ class Audit(Plugin):
     # -- writing ------------------------------------------------------------------------------
 
     def _append(
-        self, chain: Chain, action: str, actor: str | None, outcome: str, details: Mapping[str, Any] | None
+        self,
+        chain: Chain,
+        action: str,
+        actor: str | None,
+        outcome: str,
+        details: Mapping[str, Any] | None,
+        **imported: Any,
     ) -> int:
         try:
-            seq = chain.append(action, actor, outcome, details)
+            seq = chain.append(action, actor, outcome, details, **imported)
         except OSError as exc:
             self._log_error(f"cannot append to {chain.path}", exc)
             raise
         if self._last_error is not None:
             self._last_error = None
         return seq
+
+    async def _spool(
+        self, chain: Chain, action: str, actor: str | None, outcome: str, details: Mapping[str, Any] | None
+    ) -> None:
+        """Write one entry to this process's pending file and fsync it (shielded: a cancelled call is recorded too)."""
+        spool = chain.spool
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(spool.write, action, actor, outcome, details)
+            except OSError as exc:
+                self._log_error(f"cannot write a pending entry in {spool.directory}", exc)
+                raise
+        if self._last_error is not None:
+            self._last_error = None
+
+    async def _import_pending(self, chain: Chain) -> int:
+        """Import every pending file that is not being written this moment; how many entries.
+
+        Errors are logged (and make the plugin unhealthy until an import succeeds); the
+        files stay for the next try.
+        """
+        imported = 0
+        try:
+            async with self._importing:
+                if self._chain is not chain or not chain.is_open:
+                    return 0
+                names = await anyio.to_thread.run_sync(listing, chain.pending_dir)
+                for name in names:
+                    if self._chain is not chain or not chain.is_open:
+                        break
+                    imported += await self._import_file(chain, name)
+        except (OSError, PluginError) as exc:
+            self._import_error = f"cannot import pending entries from {chain.pending_dir}: {type(exc).__name__}: {exc}"
+            if self._ctx is not None:
+                self._ctx.log.error("audit: %s", self._import_error)
+        else:
+            self._import_error = None
+        return imported
+
+    async def _import_file(self, chain: Chain, name: str) -> int:
+        """Claim one pending file, append its verified lines (those not imported before), fsync, delete it.
+
+        Shielded: a cancellation must not strand a claimed file (and its lock, which
+        the pending file's writer waits for) between two steps.
+        """
+        imported = 0
+        with anyio.CancelScope(shield=True):
+            imported = await self._import_claimed(chain, name)
+        return imported
+
+    async def _import_claimed(self, chain: Chain, name: str) -> int:
+        assert self._mac is not None
+        held: Claim | None = await anyio.to_thread.run_sync(claim, chain.pending_dir, name, chain.seq, self._mac)
+        if held is None:
+            return 0
+        done = False
+        try:
+            skip, reported = 0, False
+            if held.resumed:  # an import that crashed before its delete: find what it appended
+                sources, _, _ = chain.snapshot()
+                try:
+                    after = await anyio.to_thread.run_sync(entries_after, sources, held.after, self._mac)
+                finally:
+                    for source in sources:
+                        if source.fd is not None:
+                            os.close(source.fd)
+                skip, reported = already_imported(after, held.stem)
+            if self._chain is not chain or not chain.is_open:
+                return 0
+            parsed = held.parsed
+            now = time.time()
+            imported = 0
+            for entry in parsed.entries:  # on the loop's thread, no await between: one run of lines
+                if entry.line <= skip:
+                    continue
+                marker = {"file": held.stem, "line": entry.line, "pid": entry.pid, "at": now}
+                self._append(
+                    chain, entry.action, entry.actor, entry.outcome, entry.details, ts=entry.ts, imported=marker
+                )
+                imported += 1
+            if parsed.problems and not reported:
+                details = rejected_details(held, len(parsed.entries))
+                self._append(chain, REJECTED_ACTION, None, "error", details)
+                if self._ctx is not None:
+                    self._ctx.log.error(
+                        "audit: pending file %s has %d bad line(s) (first: line %d, %s); its good lines are "
+                        "imported and it is kept as %s",
+                        held.stem,
+                        details["count"],
+                        details["line"],
+                        details["reason"],
+                        held.rejected_name,
+                    )
+            pending = chain.pending(always=True)
+            if pending is None:
+                return imported  # closed meanwhile: the file stays; a new writer resumes it
+            await _sync(chain, pending, fsync=True)  # whatever the policy: the pending file goes next
+            await anyio.to_thread.run_sync(functools.partial(finish, held, rejected=bool(parsed.problems)))
+            done = True
+            if imported and self._ctx is not None:
+                self._ctx.log.info("audit: imported %d pending entr(ies) from %s", imported, held.stem)
+            return imported
+        finally:
+            if not done:
+                held.release()
 
     async def _sync_to(self, chain: Chain, seq: int) -> None:
         """fsync (group commit: one fsync covers every entry written before it started) through ``seq``."""
@@ -419,11 +561,15 @@ class Audit(Plugin):
                 done.set()
 
     async def _flusher(self) -> None:
-        """Every ``fsync_interval``: fsync (policy ``interval``) and update the anchor (``interval``, ``never``)."""
+        """Every ``fsync_interval``: import pending files, fsync (policy ``interval``) and update the
+        anchor (``interval``, ``never``)."""
         while True:
             await anyio.sleep(self._settings.fsync_interval)
             chain = self._chain
-            if chain is None or self._always:
+            if chain is None or not chain.is_open:
+                continue
+            await self._import_pending(chain)
+            if self._always:
                 continue
             pending = chain.pending()
             if pending is None:
@@ -450,23 +596,30 @@ class Audit(Plugin):
         chain = self._chain
         if not wanted or chain is None:
             return await call_next(inv)
-        if chain.read_only and operation not in READ_OPERATIONS:
-            raise ServiceUnavailable(
-                f"audit: {chain.path} is written by another process (pid {chain.holder or '?'}); "
-                f"this kernel cannot record calls, so it refuses {operation!r}"
-            )
+        if chain.read_only:
+            return await self._observe_spooled(chain, inv, call_next)
         try:
             result = await call_next(inv)
         except BaseException as exc:
-            if not chain.read_only:
-                seq = self._invoke_entry(chain, inv, _outcome(exc), exc)
-                if self._always and isinstance(exc, Exception):
-                    await self._sync_to(chain, seq)
-            raise
-        if not chain.read_only:
-            seq = self._invoke_entry(chain, inv, "ok", None)
-            if self._always:
+            seq = self._invoke_entry(chain, inv, _outcome(exc), exc)
+            if self._always and isinstance(exc, Exception):
                 await self._sync_to(chain, seq)
+            raise
+        seq = self._invoke_entry(chain, inv, "ok", None)
+        if self._always:
+            await self._sync_to(chain, seq)
+        return result
+
+    async def _observe_spooled(self, chain: Chain, inv: Invocation, call_next: CallNext) -> Any:
+        """Another process writes the log: the call's entry goes to the pending file (fsync'd)."""
+        principal = inv.principal
+        actor = None if principal is None else principal.id
+        try:
+            result = await call_next(inv)
+        except BaseException as exc:
+            await self._spool(chain, "invoke", actor, _outcome(exc), self._invoke_details(inv, exc))
+            raise
+        await self._spool(chain, "invoke", actor, "ok", self._invoke_details(inv, None))
         return result
 
     def _want(self, operation: str) -> bool:
@@ -477,6 +630,11 @@ class Audit(Plugin):
         return found
 
     def _invoke_entry(self, chain: Chain, inv: Invocation, outcome: str, exc: BaseException | None) -> int:
+        principal = inv.principal
+        details = self._invoke_details(inv, exc)
+        return self._append(chain, "invoke", None if principal is None else principal.id, outcome, details)
+
+    def _invoke_details(self, inv: Invocation, exc: BaseException | None) -> dict[str, Any]:
         details: dict[str, Any] = {"operation": inv.operation}
         principal = inv.principal
         if principal is not None:
@@ -490,7 +648,7 @@ class Audit(Plugin):
             details["error"] = type(exc).__name__
         if self._settings.record_args:
             details["args"] = redact(inv.args)
-        return self._append(chain, "invoke", None if principal is None else principal.id, outcome, details)
+        return details
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -549,10 +707,13 @@ class Audit(Plugin):
 
     async def _record_kernel(self, action: str) -> None:
         chain, ctx = self._chain, self._ctx
-        if chain is None or ctx is None or not chain.is_open:
+        if chain is None or ctx is None or not (chain.is_open or chain.read_only):
             return
         states = {plugin.name: plugin.state.value for plugin in ctx.introspect().plugins if plugin.enabled}
         try:
+            if chain.read_only:
+                await self._spool(chain, action, "kernel", "ok", {"plugins": states, "pid": os.getpid()})
+                return
             seq = chain.append(action, "kernel", "ok", {"plugins": states})
             if self._always:
                 await self._sync_to(chain, seq)
@@ -574,9 +735,22 @@ class Audit(Plugin):
             return HealthStatus(ok=False, reason=self._last_error)
         if chain is None:
             return HealthStatus(ok=False, reason="the log is closed")
+        if self._import_error is not None:
+            return HealthStatus(ok=False, reason=self._import_error)
+        waiting = await anyio.to_thread.run_sync(count, chain.pending_dir)
         if chain.read_only:
-            return HealthStatus(ok=True, reason=f"read-only: pid {chain.holder or '?'} writes {chain.path}")
-        return HealthStatus(ok=True, reason=f"{chain.path}: {chain.seq} entries, fsync={self._settings.fsync}")
+            spool = chain.spooled
+            mine = f"{spool.written} entr(ies) of this kernel in {spool.name}; " if spool is not None else ""
+            return HealthStatus(
+                ok=True,
+                reason=f"read-only: pid {chain.holder or '?'} writes {chain.path}; {mine}"
+                f"{waiting} pending file(s) await its import",
+            )
+        return HealthStatus(
+            ok=True,
+            reason=f"{chain.path}: {chain.seq} entries, fsync={self._settings.fsync}, "
+            f"{waiting} pending file(s) to import",
+        )
 
 
 async def _sync(chain: Chain, pending: tuple[int, str, int], *, fsync: bool) -> None:
