@@ -23,6 +23,7 @@ from ._version import __version__ as SDK_VERSION
 
 if TYPE_CHECKING:
     from ._context import PluginContext
+    from ._invocation import Principal
 
 _NAME: Final = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _SERVICE: Final = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
@@ -103,6 +104,8 @@ class Plugin:
     conformance_providers: ClassVar[Sequence[type] | None] = None
     #: ``{check_id: reason}``: checks it opts out of, each with a written reason
     conformance_opt_out: ClassVar[Mapping[str, str]] = {}
+    #: who the suite invokes its operations as (``plugin_sdk.OPERATOR`` for admin operations)
+    conformance_principal: ClassVar[Principal | None] = None
 
     async def start(self, ctx: PluginContext[Any]) -> None:
         """Called once when the plugin starts; register services, operations, tasks here.

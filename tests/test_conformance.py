@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -14,6 +15,11 @@ from conformance.broken import FdLeaker
 from conformance.broken import Good
 from conformance.broken import WrongArguments
 
+from plugin_sdk import OPERATOR
+from plugin_sdk import Invocation
+from plugin_sdk import PermissionDenied
+from plugin_sdk import Plugin
+from plugin_sdk import PluginContext
 from plugin_sdk.testing import CHECKS
 from plugin_sdk.testing import Status
 from plugin_sdk.testing import UnknownCheck
@@ -135,3 +141,30 @@ def test_the_pytest_plugin_is_cheap_and_inert_until_used() -> None:
     assert done.stdout.strip() == "[]"  # it loads neither the kernel nor the suite until a test asks
     [ep] = [ep for ep in entry_points(group="pytest11") if ep.name == "orion_kernel_conformance"]
     assert ep.value == "plugin_sdk.pytest_plugin"
+
+
+class AdminOnly(Plugin):
+    """An operation that refuses anyone but an operator, as the security plugins' admin operations do."""
+
+    name = "admin_only"
+
+    async def start(self, ctx: PluginContext[Any]) -> None:
+        ctx.register_operation("admin_only.list", self.list_, example_args={})
+
+    async def list_(self, inv: Invocation) -> list[str]:
+        if inv.principal is None or inv.principal.kind != "operator":
+            raise PermissionDenied("admin_only.list is for operators")
+        return []
+
+
+def test_operations_are_invoked_as_the_conformance_principal() -> None:
+    refused = run_conformance(AdminOnly, only=["operations.callable"])
+    assert not refused.ok and "PermissionDenied" in refused.failures()[0].reason
+    as_operator = type("AsOperator", (AdminOnly,), {"conformance_principal": OPERATOR})
+    assert run_conformance(as_operator, only=["operations.callable"]).ok
+
+
+def test_a_conformance_principal_must_be_a_principal() -> None:
+    wrong = type("Wrong", (AdminOnly,), {"conformance_principal": "operator"})
+    with pytest.raises(TypeError, match=r"conformance_principal must be a plugin_sdk\.Principal"):
+        run_conformance(wrong, only=["manifest.valid"])

@@ -39,6 +39,7 @@ from plugin_sdk import PerConsumer
 from plugin_sdk import Permissions
 from plugin_sdk import Plugin
 from plugin_sdk import PluginState
+from plugin_sdk import Principal
 from plugin_sdk import __version__ as SDK_VERSION
 from plugin_sdk._markers import PROJECT
 
@@ -140,7 +141,7 @@ async def _exercise(kernel: Any, subject: Subject, plugin: Plugin) -> list[str]:
     errors = []
     for op in _operations(kernel, subject):
         try:
-            await kernel.invoke(op.name, dict(op.example_args))
+            await kernel.invoke(op.name, dict(op.example_args), principal=subject.principal)
         except Exception as exc:
             errors.append(f"{op.name}: {type(exc).__name__}: {exc}")
     for hook, method, kwargs in _callable_hooks(subject, plugin):
@@ -511,7 +512,7 @@ async def _operations_callable(subject: Subject) -> None:
         for op in mine:
             if op.example_args is not None:
                 try:
-                    await kernel.invoke(op.name, dict(op.example_args))
+                    await kernel.invoke(op.name, dict(op.example_args), principal=subject.principal)
                 except Exception as exc:
                     raise CheckFailed(
                         f"{op.name}({dict(op.example_args)}) raised {type(exc).__name__}: {exc}"
@@ -684,10 +685,10 @@ async def _loop_not_blocked(subject: Subject) -> None:
         )
 
 
-async def _outcome(kernel: Any, op: Any) -> str | None:
+async def _outcome(kernel: Any, op: Any, principal: Principal | None) -> str | None:
     """How calling ``op`` with its example args went: None, or the error."""
     try:
-        await kernel.invoke(op.name, dict(op.example_args))
+        await kernel.invoke(op.name, dict(op.example_args), principal=principal)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -706,11 +707,11 @@ async def _isolation(subject: Subject) -> None:
         raise CheckSkipped("its class is not importable by a fresh process (defined in __main__ or a function)")
     name = subject.manifest.name
     async with _kernel(subject, cls()) as kernel:
-        in_process = {op.name: await _outcome(kernel, op) for op in _operations(kernel, subject)}
+        in_process = {op.name: await _outcome(kernel, op, subject.principal) for op in _operations(kernel, subject)}
     async with _kernel(subject, cls(), _config(subject, {"isolation": "process"})) as kernel:
         _must_run(kernel, name, "isolated start")
         for op in _operations(kernel, subject):
-            isolated = await _outcome(kernel, op)
+            isolated = await _outcome(kernel, op, subject.principal)
             if in_process.get(op.name) is None and isolated is not None:
                 raise CheckFailed(f"isolated, {op.name} raised {isolated} (in-process it answers)")
     if _state(kernel, name).state is not PluginState.STOPPED:

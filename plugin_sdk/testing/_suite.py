@@ -18,6 +18,7 @@ import attrs
 from plugin_sdk import Manifest
 from plugin_sdk import ManifestError
 from plugin_sdk import Plugin
+from plugin_sdk import Principal
 
 
 class Status(enum.Enum):
@@ -73,6 +74,12 @@ class ConformanceReport:
         }
 
 
+def _principal(value: object) -> Principal | None:
+    if value is None or isinstance(value, Principal):
+        return value
+    raise TypeError(f"conformance_principal must be a plugin_sdk.Principal or None, got {type(value).__name__}")
+
+
 @attrs.frozen
 class Subject:
     """What a check is given: how to make the plugin, its manifest, and what to run it with."""
@@ -88,6 +95,8 @@ class Subject:
     loop_bound: float = 0.1
     #: settings the plugin says it refuses (its ``conformance_bad_settings``)
     bad_settings: tuple[Mapping[str, Any], ...] = ()
+    #: who operations are invoked as (the plugin's ``conformance_principal``)
+    principal: Principal | None = None
 
     @functools.cached_property
     def manifest(self) -> Manifest:
@@ -249,6 +258,7 @@ async def run_conformance_async(
         dict(getattr(probe, "conformance_hook_args", {}) or {}),
         loop_bound,
         tuple(getattr(probe, "conformance_bad_settings", ()) or ()),
+        _principal(getattr(probe, "conformance_principal", None)),
     )
     label = getattr(probe, "name", None) or type(probe).__name__
     results: list[CheckResult] = []

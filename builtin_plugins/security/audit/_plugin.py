@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from plugin_sdk import OPERATOR
 from plugin_sdk import AuditVerification
 from plugin_sdk import CallNext
 from plugin_sdk import CliCommand
@@ -43,6 +44,7 @@ from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
 from plugin_sdk import PluginState
+from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
 from plugin_sdk import SecretStore
 from plugin_sdk import ServiceUnavailable
@@ -146,6 +148,7 @@ class Audit(Plugin):
     #: first among the OBSERVE middleware, so it sees every call's final outcome
     priority = 1000
     conformance_settings: ClassVar[Mapping[str, Any]] = {"fsync": "interval", "fsync_interval": 0.05}
+    conformance_principal: ClassVar[Principal | None] = OPERATOR  # its operations are admin-only
     conformance_bad_settings: ClassVar[list[Mapping[str, Any]]] = [
         {"fsync": "sometimes"},
         {"fsync_interval": 0},
@@ -206,12 +209,14 @@ class Audit(Plugin):
                 self._verify_operation,
                 args_type=VerifyArgs,
                 doc="Verify the audit chain (admins): every file, hash chain, MACs and anchor.",
+                example_args={},
             )
             ctx.register_operation(
                 "audit.tail",
                 self._tail_operation,
                 args_type=TailArgs,
                 doc="The last n audit entries, oldest first (admins).",
+                example_args={"n": 5},
             )
             ctx.spawn(self._flusher, name="audit fsync, anchor and import")
             if not chain.read_only:

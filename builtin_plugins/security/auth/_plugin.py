@@ -35,6 +35,7 @@ from typing import NoReturn
 import anyio
 import anyio.to_thread
 
+from plugin_sdk import OPERATOR
 from plugin_sdk import CallNext
 from plugin_sdk import CliCommand
 from plugin_sdk import Clock
@@ -111,6 +112,7 @@ class Auth(Plugin):
     provides = ("authenticator",)
     optional = ("secrets", "audit")
     Config = AuthSettings
+    conformance_principal: ClassVar[Principal | None] = OPERATOR  # its operations are admin-only
     conformance_settings: ClassVar[Mapping[str, Any]] = {
         "jwt_keys": [
             {"kid": "k1", "alg": "HS256", "secret": "auth.jwt.k1"},
@@ -232,7 +234,9 @@ class Auth(Plugin):
             args_type=CreateKeyArgs,
             doc="Create an API key for a principal; the key is shown once (admin only).",
         )
-        ctx.register_operation("auth.keys.list", self._op_list, doc="Every API key, without secrets (admin only).")
+        ctx.register_operation(
+            "auth.keys.list", self._op_list, doc="Every API key, without secrets (admin only).", example_args={}
+        )
         ctx.register_operation(
             "auth.keys.revoke", self._op_revoke, args_type=RevokeKeyArgs, doc="Revoke an API key by id (admin only)."
         )

@@ -25,6 +25,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import Clock
 from plugin_sdk import ConfigIssue
@@ -35,6 +36,7 @@ from plugin_sdk import PermissionDenied
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
 from plugin_sdk import SecretStore
 from plugin_sdk import ServiceUnavailable
@@ -156,6 +158,7 @@ class Crypto(Plugin):
     Config = CryptoSettings
 
     conformance_settings: ClassVar[Mapping[str, Any]] = {"keyring": "file"}
+    conformance_principal: ClassVar[Principal | None] = OPERATOR  # its operations are admin-only
     conformance_bad_settings: ClassVar[tuple[Mapping[str, Any], ...]] = (
         {"keyring": "vault"},
         {"refresh_interval": -1.0},
@@ -231,7 +234,7 @@ class Crypto(Plugin):
             "crypto.keys.rotate", self._op_rotate, doc="Make a new current key; old keys stay (admin)."
         )
         ctx.register_operation(
-            "crypto.keys.list", self._op_list, doc="Key ids and creation times, current first (admin)."
+            "crypto.keys.list", self._op_list, doc="Key ids and creation times, current first (admin).", example_args={}
         )
         ctx.register_operation("crypto.keys.retire", self._op_retire, doc="Drop an old key for good (admin).")
         ctx.register_operation(

@@ -20,6 +20,7 @@ from typing import Final
 import anyio
 import anyio.to_thread
 
+from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import ConfigIssue
 from plugin_sdk import Consumer
@@ -31,6 +32,7 @@ from plugin_sdk import PermissionDenied
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
+from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
 from plugin_sdk import hookimpl
 
@@ -213,6 +215,7 @@ class Secrets(Plugin):
     priority = 0
 
     conformance_settings: ClassVar[Mapping[str, Any]] = {"master_key_file": "master.key", "create_key_file": True}
+    conformance_principal: ClassVar[Principal | None] = OPERATOR  # its operations are admin-only
     conformance_bad_settings: ClassVar[tuple[Mapping[str, Any], ...]] = (
         {"master_key_env": "NOT A NAME"},
         {"scrypt_log_n": 4},
@@ -264,7 +267,9 @@ class Secrets(Plugin):
         ctx.provide("secrets", PerConsumer(self.view_for))
         ctx.register_operation("secrets.set", self._op_set, doc="Store or replace a secret (admin).")
         ctx.register_operation("secrets.get", self._op_get, doc="A secret's value (admin).")
-        ctx.register_operation("secrets.list", self._op_list, doc="The names of every stored secret (admin).")
+        ctx.register_operation(
+            "secrets.list", self._op_list, doc="The names of every stored secret (admin).", example_args={}
+        )
         ctx.register_operation("secrets.delete", self._op_delete, doc="Remove a secret (admin).")
         ctx.log.info(
             "secrets: %d secret(s) in %s, master key from %s",
