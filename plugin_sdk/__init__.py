@@ -81,6 +81,8 @@ from ._security import Encryptor as Encryptor
 from ._security import KeyNotFound as KeyNotFound
 from ._security import SecretNotFound as SecretNotFound
 from ._security import SecretStore as SecretStore
+from ._security import record_audit as record_audit
+from ._security import require_kind as require_kind
 from ._services import SERVICE_PROTOCOLS as SERVICE_PROTOCOLS
 from ._services import AlertStatus as AlertStatus
 from ._services import Consumer as Consumer
@@ -106,6 +108,8 @@ from .hookspecs import HealthStatus as HealthStatus
 from .hookspecs import VetVerdict as VetVerdict
 
 __all__ = [
+    "record_audit",
+    "require_kind",
     "HmacSha256",
     "fsync_dir",
     "write_file_atomic",

@@ -10,8 +10,10 @@ secret in ``repr`` or ``str``.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Final
 from typing import Literal
@@ -20,8 +22,13 @@ from typing import runtime_checkable
 
 import attrs
 
+if TYPE_CHECKING:
+    from ._context import PluginContext
+
 from ._errors import NotAuthenticated
 from ._errors import OrionError
+from ._errors import PermissionDenied
+from ._errors import ServiceUnavailable
 from ._invocation import Invocation
 from ._invocation import Principal
 
@@ -220,3 +227,44 @@ attrs.resolve_types(Decision)
 attrs.resolve_types(AuditVerification)
 # Invocation refers to Credentials (imported there only for type checking): resolve it here.
 attrs.resolve_types(Invocation, localns={"Credentials": Credentials})
+
+
+def require_kind(inv: Invocation, kinds: Collection[str], *, setting: str) -> Principal:
+    """The caller of an admin operation, when its principal's kind is one of ``kinds``.
+
+    :param setting: where an operator lists the kinds (``plugins.NAME.settings.admin_kinds``),
+        named in the error.
+    :raises PermissionDenied: no principal, or one of another kind; the message names the
+        operation, the caller, the allowed kinds and ``setting``.
+    """
+    principal = inv.principal
+    if principal is not None and principal.kind in kinds:
+        return principal
+    who = "an anonymous caller" if principal is None else f"principal {principal.id!r} (kind {principal.kind!r})"
+    raise PermissionDenied(
+        f"{inv.operation} is an admin operation: {who} may not call it "
+        f"(allowed kinds: {', '.join(kinds) or 'none'}; see {setting})"
+    )
+
+
+async def record_audit(
+    ctx: PluginContext[Any],
+    action: str,
+    *,
+    actor: str | None,
+    outcome: str,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Record an admin action in the ``audit`` service when one runs; never raises.
+
+    The plugin declares ``optional = ("audit",)``.  A failing audit log is logged on
+    the plugin's logger (the action is not undone); never put secrets in ``details``.
+    """
+    try:
+        audit = ctx.service("audit")
+    except ServiceUnavailable:
+        return
+    try:
+        await audit.record(action, actor=actor, outcome=outcome, details=dict(details or {}))
+    except Exception as exc:
+        ctx.log.error("could not record %s in the audit log: %s: %s", action, type(exc).__name__, exc)

@@ -26,13 +26,17 @@ from plugin_sdk import Invocation
 from plugin_sdk import Manifest
 from plugin_sdk import NotAuthenticated
 from plugin_sdk import PerConsumer
+from plugin_sdk import PermissionDenied
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginState
+from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
 from plugin_sdk import SecretStore
 from plugin_sdk import VetVerdict
 from plugin_sdk import hookimpl
+from plugin_sdk import record_audit
+from plugin_sdk import require_kind
 from plugin_sdk import write_file_atomic
 
 pytestmark = pytest.mark.anyio
@@ -265,3 +269,58 @@ def test_hmac_sha256_is_rfc_2104_hmac(key: bytes, message: bytes) -> None:
 def test_an_empty_hmac_key_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         HmacSha256(b"")
+
+
+@pytest.mark.parametrize(
+    ("principal", "who"),
+    [(None, "an anonymous caller"), (Principal("bob", kind="user"), "principal 'bob' (kind 'user')")],
+)
+def test_require_kind_refuses_others_naming_the_setting(principal: Principal | None, who: str) -> None:
+    inv = Invocation("keys.rotate", {}, principal)
+    with pytest.raises(PermissionDenied) as refused:
+        require_kind(inv, ("operator",), setting="plugins.crypto.settings.admin_kinds")
+    assert str(refused.value) == (
+        f"keys.rotate is an admin operation: {who} may not call it "
+        "(allowed kinds: operator; see plugins.crypto.settings.admin_kinds)"
+    )
+    assert require_kind(Invocation("keys.rotate", {}, OPERATOR), ("operator",), setting="x") is OPERATOR
+
+
+class Recorder(Plugin):
+    name = "recorder"
+    optional = ("audit",)
+
+    async def start(self, ctx: PluginContext[Any]) -> None:
+        self.ctx = ctx
+
+
+class FakeAudit(Plugin):
+    name = "fake_audit"
+    provides = ("audit",)
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.entries: list[tuple[str, str | None, str, dict[str, Any]]] = []
+        self.broken = broken
+
+    async def start(self, ctx: PluginContext[Any]) -> None:
+        ctx.provide("audit", self)
+
+    async def record(self, action: str, *, actor: str | None, outcome: str, details: Any = None) -> int:
+        if self.broken:
+            raise OSError("disk full")
+        self.entries.append((action, actor, outcome, details))
+        return len(self.entries)
+
+
+async def test_record_audit_records_when_an_audit_log_runs_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    async with Kernel(plugins=[recorder]):
+        await record_audit(recorder.ctx, "x.done", actor="ada", outcome="ok")  # no audit service: nothing
+    audit, recorder = FakeAudit(), Recorder()
+    async with Kernel(plugins=[audit, recorder]):
+        await record_audit(recorder.ctx, "x.done", actor="ada", outcome="ok", details={"id": 1})
+    assert audit.entries == [("x.done", "ada", "ok", {"id": 1})]
+    broken, recorder = FakeAudit(broken=True), Recorder()
+    async with Kernel(plugins=[broken, recorder]):
+        await record_audit(recorder.ctx, "x.done", actor="ada", outcome="ok")
+    assert "could not record x.done in the audit log: OSError: disk full" in caplog.text

@@ -290,7 +290,7 @@ async def test_admin_operations_need_an_admin_kind(tmp_path: Path) -> None:
             ("auth.keys.revoke", {"id": "x"}),
             ("auth.token.issue", {"subject": "x"}),
         ):
-            with pytest.raises(PermissionDenied, match=f"{operation} is for administrators"):
+            with pytest.raises(PermissionDenied, match=f"{operation} is an admin operation"):
                 await h.kernel.invoke(operation, args, principal=user)
         with pytest.raises(NotAuthenticated):  # no principal at all: refused before the operation
             await h.kernel.invoke("auth.keys.list")

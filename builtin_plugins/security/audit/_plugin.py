@@ -49,6 +49,7 @@ from plugin_sdk import SecretNotFound
 from plugin_sdk import SecretStore
 from plugin_sdk import ServiceUnavailable
 from plugin_sdk import hookimpl
+from plugin_sdk import require_kind
 
 from ._cli import audit_command
 from ._config import AuditSettings
@@ -658,11 +659,7 @@ class Audit(Plugin):
     # -- operations -------------------------------------------------------------------------------
 
     def _admin(self, inv: Invocation) -> None:
-        principal = inv.principal
-        if principal is None or principal.kind not in self._settings.admin_kinds:
-            raise PermissionDenied(
-                f"{inv.operation} is an admin operation (principal kinds: {', '.join(self._settings.admin_kinds)})"
-            )
+        require_kind(inv, self._settings.admin_kinds, setting="plugins.audit.settings.admin_kinds")
 
     async def _verify_operation(self, inv: Invocation) -> dict[str, Any]:
         """Verify the chain (admins): every file, hash chain, MACs and anchor."""

@@ -56,6 +56,8 @@ from plugin_sdk import ServiceUnavailable
 from plugin_sdk import SystemClock
 from plugin_sdk import hookimpl
 from plugin_sdk import hookspecs
+from plugin_sdk import record_audit
+from plugin_sdk import require_kind
 
 from ._apikeys import KeyFile
 from ._apikeys import KeyRecord
@@ -544,28 +546,16 @@ class Auth(Plugin):
     # -- operations ----------------------------------------------------------------------------
 
     async def _admin(self, inv: Invocation, action: str) -> str:
-        principal = inv.principal
-        kinds = self._settings.admin_kinds
-        if principal is None or principal.kind not in kinds:
-            who = (
-                "an anonymous caller" if principal is None else f"principal {principal.id!r} of kind {principal.kind!r}"
-            )
+        try:
+            return require_kind(inv, self._settings.admin_kinds, setting="plugins.auth.settings.admin_kinds").id
+        except PermissionDenied:
+            principal = inv.principal
             await self._audit(action, principal.id if principal else None, "denied", {"operation": inv.operation})
-            raise PermissionDenied(f"{inv.operation} is for administrators (kind in {list(kinds)}); {who} is not one")
-        return principal.id
+            raise
 
     async def _audit(self, action: str, actor: str | None, outcome: str, details: Mapping[str, Any]) -> None:
-        ctx = self._ctx
-        if ctx is None:
-            return
-        try:
-            audit = ctx.service("audit")
-        except ServiceUnavailable:
-            return
-        try:
-            await audit.record(action, actor=actor, outcome=outcome, details=dict(details))
-        except Exception as exc:
-            ctx.log.error("could not record %s in the audit log: %s: %s", action, type(exc).__name__, exc)
+        if self._ctx is not None:
+            await record_audit(self._ctx, action, actor=actor, outcome=outcome, details=details)
 
     async def _update(self, change: Callable[[dict[str, KeyRecord]], None] | None = None) -> None:
         """Apply ``change`` to the key file (with this instance's last-used times) and reload the records."""

@@ -32,7 +32,6 @@ from plugin_sdk import ConfigIssue
 from plugin_sdk import HealthStatus
 from plugin_sdk import InvalidArguments
 from plugin_sdk import Invocation
-from plugin_sdk import PermissionDenied
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
@@ -42,6 +41,8 @@ from plugin_sdk import SecretStore
 from plugin_sdk import ServiceUnavailable
 from plugin_sdk import SystemClock
 from plugin_sdk import hookimpl
+from plugin_sdk import record_audit
+from plugin_sdk import require_kind
 from plugin_sdk import write_file_atomic as write_atomic
 
 from ._cli import keys_command
@@ -276,31 +277,14 @@ class Crypto(Plugin):
         if ctx is None:
             return
         ctx.log.info("crypto: %s by %s: %s", action, actor or "a plugin", details)  # ids only, never material
-        try:
-            audit = ctx.service("audit")
-        except ServiceUnavailable:
-            return
-        try:
-            await audit.record(action, actor=actor, outcome="ok", details=details)
-        except Exception as exc:
-            ctx.log.error("crypto: could not record %s in the audit log: %s: %s", action, type(exc).__name__, exc)
+        await record_audit(ctx, action, actor=actor, outcome="ok", details=details)
 
     # -- admin operations ------------------------------------------------------------------
 
     def _admin(self, inv: Invocation) -> str:
         if self._ctx is None:
             raise PluginError("crypto: the plugin is not running", plugin=self.name)
-        kinds = self._ctx.settings.admin_kinds
-        principal = inv.principal
-        if principal is None or principal.kind not in kinds:
-            who = (
-                "an anonymous caller" if principal is None else f"principal {principal.id!r} (kind {principal.kind!r})"
-            )
-            raise PermissionDenied(
-                f"{inv.operation} is an admin operation: {who} may not call it "
-                f"(allowed kinds: {', '.join(kinds) or 'none'}; see plugins.crypto.settings.admin_kinds)"
-            )
-        return principal.id
+        return require_kind(inv, self._ctx.settings.admin_kinds, setting="plugins.crypto.settings.admin_kinds").id
 
     async def _op_rotate(self, inv: Invocation) -> dict[str, Any]:
         """Make a new current key: ``{}`` -> ``{"key_id", "key_ids"}``."""

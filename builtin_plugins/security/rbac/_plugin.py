@@ -38,9 +38,9 @@ from plugin_sdk import PluginContext
 from plugin_sdk import PluginError
 from plugin_sdk import PluginState
 from plugin_sdk import Principal
-from plugin_sdk import ServiceUnavailable
 from plugin_sdk import hookimpl
 from plugin_sdk import hookspecs
+from plugin_sdk import record_audit
 
 from ._cli import rbac_command
 from ._config import RbacSettings
@@ -356,17 +356,8 @@ class Rbac(Plugin):
         return {"reloaded": True, **summary}
 
     async def _record(self, actor: str | None, outcome: str, details: dict[str, Any]) -> None:
-        ctx = self._ctx
-        if ctx is None:
-            return
-        try:
-            audit = ctx.service("audit")
-        except ServiceUnavailable:
-            return
-        try:
-            await audit.record(RELOADED, actor=actor, outcome=outcome, details=details)
-        except Exception as exc:
-            ctx.log.warning("rbac: could not record %s in the audit log: %s", RELOADED, type(exc).__name__)
+        if self._ctx is not None:
+            await record_audit(self._ctx, RELOADED, actor=actor, outcome=outcome, details=details)
 
     # -- hooks -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from plugin_sdk import PluginError
 from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
 from plugin_sdk import hookimpl
+from plugin_sdk import require_kind
 
 from ._cli import secrets_command
 from ._config import SecretsSettings
@@ -297,17 +298,7 @@ class Secrets(Plugin):
     def _admin(self, inv: Invocation) -> str:
         if self._ctx is None:
             raise PluginError("secrets: the plugin is not running", plugin=self.name)
-        kinds = self._ctx.settings.admin_kinds
-        principal = inv.principal
-        if principal is None or principal.kind not in kinds:
-            who = (
-                "an anonymous caller" if principal is None else f"principal {principal.id!r} (kind {principal.kind!r})"
-            )
-            raise PermissionDenied(
-                f"{inv.operation} is an admin operation: {who} may not call it "
-                f"(allowed kinds: {', '.join(kinds) or 'none'}; see plugins.secrets.settings.admin_kinds)"
-            )
-        return principal.id
+        return require_kind(inv, self._ctx.settings.admin_kinds, setting="plugins.secrets.settings.admin_kinds").id
 
     async def _op_set(self, inv: Invocation) -> dict[str, Any]:
         """Store or replace a secret: ``{"name": ..., "value": ...}``."""
