@@ -263,7 +263,7 @@ def test_hmac_sha256_is_rfc_2104_hmac(key: bytes, message: bytes) -> None:
     mac = HmacSha256(key)
     assert mac.digest(message) == hmac.digest(key, message, "sha256")
     assert mac.hex2(message[:7], message[7:]) == hmac.new(key, message, "sha256").hexdigest().encode()
-    assert key.hex() not in repr(mac)
+    assert repr(mac) == "<HmacSha256 key=<redacted>>"
 
 
 def test_an_empty_hmac_key_is_refused() -> None:
