@@ -25,6 +25,7 @@ from typing import TextIO
 from typing import cast
 
 import anyio
+import anyio.to_thread
 import orjson
 
 from plugin_sdk import CliCommand
@@ -91,6 +92,30 @@ class Environment:
     async def started(self) -> AsyncIterator[Invoker]:
         async with self._factory() as kernel:
             yield kernel
+
+    async def fetch(
+        self, url: str, *, socket_timeout: float = 10.0, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        return await anyio.to_thread.run_sync(http_get, url, socket_timeout, dict(headers or {}))
+
+
+def http_get(url: str, timeout: float, headers: Mapping[str, str]) -> tuple[int, bytes]:
+    """A blocking GET with urllib (imported here: it pulls in http.client, email, hashlib ...)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"only http:// and https:// URLs can be fetched, got {url!r}")
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # the scheme is checked above
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read() or b"")
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        raise reason if isinstance(reason, OSError) else OSError(str(reason)) from None
 
 
 # -- the kernel's own commands ---------------------------------------------------------

@@ -51,6 +51,19 @@ class CliEnvironment(Protocol):
     def started(self) -> AbstractAsyncContextManager[Invoker]:
         """Start the kernel from the same config for the duration of a block."""
 
+    async def fetch(
+        self, url: str, *, socket_timeout: float = 10.0, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """GET ``url`` (http or https) for the command: ``(status, body)``, also for error statuses.
+
+        The CLI process makes the request at the operator's command, so a plugin's CLI
+        code needs no network permission of its own (e.g. ``report --from URL``).
+
+        :raises ValueError: not an http(s) URL.
+        :param socket_timeout: seconds each connect and read may wait.
+        :raises OSError: the server cannot be reached (or timed out).
+        """
+
 
 @attrs.frozen
 class CliCommand:

@@ -930,3 +930,12 @@ def test_plugins_info_shows_the_isolation_and_what_the_worker_really_got(project
     assert data["isolation"] == "process"
     assert data["protections"]["no_new_privs"] is True
     assert "landlock_fs" in data["protections"] and "seccomp" in data["protections"]
+
+
+def test_the_cli_environment_fetches_for_plugin_commands() -> None:
+    from kernel._cli import http_get
+
+    with pytest.raises(ValueError, match="only http:// and https://"):
+        http_get("file:///etc/passwd", 1.0, {})
+    with pytest.raises(OSError):
+        http_get("http://127.0.0.1:9/", 2.0, {})  # the discard port: nothing listens

@@ -38,6 +38,7 @@ from builtin_plugins.monitoring.analytics._stats import SeriesIndex
 from builtin_plugins.monitoring.analytics._stats import increase
 from builtin_plugins.monitoring.analytics._stats import snapshot
 from kernel import Kernel
+from kernel._cli import Environment
 from plugin_sdk import CliCommand
 from plugin_sdk import CliEnvironment
 from plugin_sdk import ConfigError
@@ -565,6 +566,9 @@ class FakeEnv:
         self.lines: list[str] = []
         self.emitted: list[Any] = []
         self.starts = 0
+        self.fetched: list[str] = []
+        #: an ASGI app that answers fetch(); None: the kernel CLI's real urllib fetch
+        self.app: Any = None
 
     def echo(self, text: str) -> None:
         self.lines.append(text)
@@ -577,6 +581,23 @@ class FakeEnv:
         assert self.invoker is not None, "this test expected no kernel to be started"
         self.starts += 1
         yield self.invoker
+
+    async def fetch(
+        self, url: str, *, socket_timeout: float = 10.0, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        self.fetched.append(url)
+        if self.app is not None:  # answer from an ASGI app, as a server would
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, timeout=socket_timeout) as client:
+                response = await client.get(url, headers=dict(headers or {}))
+            return response.status_code, response.content
+        return await cli_environment_fetch(url, socket_timeout, headers)
+
+
+async def cli_environment_fetch(url: str, socket_timeout: float, headers: Mapping[str, str] | None) -> tuple[int, bytes]:
+    """The kernel CLI's own ``fetch`` (urllib in a thread)."""
+    env = Environment(lambda: Kernel(), json=False, out=sys.stdout)
+    return await env.fetch(url, socket_timeout=socket_timeout, headers=headers)
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -621,13 +642,8 @@ async def test_report_command_from_a_running_kernels_http_server(monkeypatch: py
         h.clock.advance(5)
         [mount] = h.analytics.http_mounts()
         server = Starlette(routes=[Mount("/analytics", app=mount.app)])  # as the http plugin mounts it
-        real_client = httpx.AsyncClient
-
-        def client(**kwargs: Any) -> httpx.AsyncClient:
-            return real_client(transport=httpx.ASGITransport(app=server), **kwargs)
-
-        monkeypatch.setattr(httpx, "AsyncClient", client)
         env = FakeEnv(None)
+        env.app = server
         assert await run(parse("--from", "http://127.0.0.1:8470", "--format", "json"), env) == 0
         assert orjson.loads(env.lines[-1]) == h.analytics.summary()
         assert await run(parse("--from", "http://127.0.0.1:8470/analytics/summary"), env) == 0
@@ -635,14 +651,15 @@ async def test_report_command_from_a_running_kernels_http_server(monkeypatch: py
         assert await run(parse("--from", "http://127.0.0.1:8470/elsewhere/"), env) == 1
         assert env.lines[-1] == "error: http://127.0.0.1:8470/elsewhere/analytics/summary answered HTTP 404: Not Found"
         assert env.starts == 0
+        assert env.fetched[0] == "http://127.0.0.1:8470/analytics/summary"  # through the CLI, not the plugin
 
 
 @pytest.mark.anyio
-async def test_report_command_errors_without_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_report_command_errors() -> None:
     env = FakeEnv(None)
     assert await run(parse("--from", "ftp://example.org"), env) == 1
     assert env.lines == ["error: --from needs an http:// or https:// URL, got 'ftp://example.org'"]
-    monkeypatch.setitem(sys.modules, "httpx", None)  # the urllib fallback
+    assert env.fetched == []
     assert await run(parse("--from", "http://127.0.0.1:9", "--timeout", "2"), env) == 1
     assert env.lines[-1].startswith("error: cannot fetch http://127.0.0.1:9/analytics/summary")
 
@@ -716,5 +733,6 @@ async def test_report_from_a_real_http_server() -> None:
         clock.advance(10)
         env = FakeEnv(None)
         assert await run(parse("--from", http.base_url, "--format", "json"), env) == 0, env.lines
+        assert await run(parse("--from", http.base_url + "/elsewhere/"), FakeEnv(None)) == 1  # a real 404
     summary = orjson.loads(env.lines[-1])
     assert row(summary, "operations", "tools.fail")["errors"] == 2

@@ -50,51 +50,26 @@ def _check(data: Any, url: str) -> dict[str, Any]:
     return data
 
 
-async def fetch_summary(url: str, *, request_timeout: float = 10.0) -> dict[str, Any]:
-    """GET the summary from a running kernel (httpx when installed, else urllib in a thread).
+async def fetch_summary(url: str, env: CliEnvironment, *, request_timeout: float = 10.0) -> dict[str, Any]:
+    """GET the summary from a running kernel, through the CLI's ``env.fetch``.
 
-    :param request_timeout: seconds the HTTP client waits to connect and for each read.
+    The CLI process makes the request: the plugin does no network I/O of its own.
+
+    :param request_timeout: seconds to wait to connect and for the answer.
     :raises ReportError: the server cannot be reached, answers an error, or not a summary.
     """
     target = summary_url(url)
     try:
-        import httpx
-    except ImportError:
-        import anyio.to_thread
-
-        return _check(await anyio.to_thread.run_sync(_fetch_urllib, target, request_timeout), target)
+        status, body = await env.fetch(target, socket_timeout=request_timeout, headers={"accept": "application/json"})
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot fetch {target}: {exc}") from None
+    if status != 200:
+        raise ReportError(f"{target} answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
     try:
-        async with httpx.AsyncClient(timeout=request_timeout) as client:
-            response = await client.get(target, headers={"accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise ReportError(f"cannot fetch {target}: {type(exc).__name__}: {exc}") from None
-    if response.status_code != 200:
-        raise ReportError(f"{target} answered HTTP {response.status_code}: {response.text[:200]}")
-    try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ReportError(f"{target} did not answer JSON") from None
     return _check(data, target)
-
-
-def _fetch_urllib(target: str, timeout: float) -> Any:
-    # Imported here, not with the module: urllib.request pulls in http.client, email, hashlib,
-    # tempfile ... (about 1.8 MiB), and the analytics plugin is loaded by every kernel enabling it.
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(target, headers={"accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # the scheme is checked: http(s) only
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        raise ReportError(f"{target} answered HTTP {exc.code}: {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ReportError(f"cannot fetch {target}: {exc}") from None
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ReportError(f"{target} did not answer JSON") from None
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +97,7 @@ async def run(args: argparse.Namespace, env: CliEnvironment) -> int:
     fmt: str = args.format or ("json" if env.json else "markdown")
     try:
         if args.source_url:
-            summary = await fetch_summary(args.source_url, request_timeout=args.timeout)
+            summary = await fetch_summary(args.source_url, env, request_timeout=args.timeout)
         else:
             async with env.started() as kernel:
                 summary = await kernel.invoke("analytics.summary")
