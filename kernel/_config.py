@@ -154,6 +154,13 @@ class ProcessSettings:
         default=PositiveInt(16 * 1024 * 1024),
         metadata=_doc("Largest message, in bytes, either side may send; a worker sending more is killed."),
     )
+    spin_us: NonNegativeInt = attrs.field(
+        default=NonNegativeInt(200),
+        metadata=_doc(
+            "Microseconds an idle worker keeps polling its channel before it sleeps, while calls come that often "
+            "(waking a sleeping CPU costs more than the call on a VM); 0: sleep at once."
+        ),
+    )
 
 
 @attrs.frozen

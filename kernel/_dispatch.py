@@ -728,9 +728,12 @@ class Watchdog:
     finish without waiting are never seen by the watchdog at all.
     """
 
-    __slots__ = ("deadlines", "expired", "tick")
+    __slots__ = ("deadlines", "expired", "loop", "tick")
 
     def __init__(self, tick: float = 0.01) -> None:
+        #: the loop it watches (made on it): ``current_task(loop)`` spares asyncio's
+        #: running-loop lookup, a getpid() syscall per call on CPython 3.11
+        self.loop = asyncio.get_running_loop()
         #: task -> the earliest deadline of the hook calls it is inside
         self.deadlines: dict[asyncio.Task[Any], float] = {}
         #: tasks cancelled by the watchdog, until their hook call has seen it
@@ -840,13 +843,13 @@ def _async_caller(
 
         return scoped_call
 
-    deadlines, expired = watchdog.deadlines, watchdog.expired
+    deadlines, expired, watched_loop = watchdog.deadlines, watchdog.expired, watchdog.loop
     current_task = asyncio.current_task
 
     async def watched_call(kwargs: Mapping[str, Any]) -> Any:
         if kwargs.keys() != argset:
             raise _bad_arguments(hook, argset, kwargs)
-        task = current_task()
+        task = current_task(watched_loop)
         if task is None:
             raise RuntimeError(f"hook {hook!r}: async hooks must be called from a task")
         results: list[Any] = []

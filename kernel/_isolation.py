@@ -244,6 +244,7 @@ def _hello(
         "confine": dict(confine),
         "settings": dict(record.entry.settings),
         "max_frame": limits.max_frame,
+        "spin_us": limits.spin_us,
     }
 
 
@@ -591,17 +592,18 @@ class Runner:
         The wait is a bare future with a timer: a cancel scope and an anyio
         event per call cost a third of a round trip (``bench_isolation.py``).
         """
-        if self._down is not None or self.channel is None:
+        channel = self.channel
+        if self._down is not None or channel is None:
             raise PluginCrashed(f"plugin {self.name!r} is not available: {self._down}", plugin=self.name)
         self._next += 1
         request = self._next
-        loop = asyncio.get_running_loop()
+        loop = channel.loop
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._calls[request] = future
         bound = within if within is not None else self.limits.call_timeout
         timer = loop.call_later(bound, _expire, future)
         try:
-            await self.channel.send({**message, "id": request})
+            await channel.send({**message, "id": request})
             reply = await future
         except ChannelError as exc:
             await self._crashed(f"the channel broke: {exc}")

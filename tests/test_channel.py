@@ -43,6 +43,35 @@ async def test_frames_split_anyhow_arrive_whole_and_in_order() -> None:
     assert [m["i"] for m in got] == list(range(50))
 
 
+async def test_whole_frames_and_a_partial_one_in_one_read_are_all_delivered() -> None:
+    ours, theirs = socket.socketpair()
+    channel = AsyncChannel(ours)
+    got: list[dict[str, Any]] = []
+    two = asyncio.Event()
+
+    def collect(message: dict[str, Any]) -> None:
+        got.append(message)
+        if len(got) == 2:
+            two.set()
+
+    async def serve() -> str:
+        try:
+            await channel.serve(collect)
+        except ChannelError as exc:
+            return str(exc)
+        raise AssertionError("serve() returned without an error")
+
+    reader = asyncio.ensure_future(serve())
+    frames = [encode({"t": "m", "i": i, "pad": "x" * (i * 1000)}) for i in range(4)]
+    theirs.sendall(frames[0] + frames[1] + frames[2][:10])  # two whole frames, the third begun
+    await asyncio.wait_for(two.wait(), 10)
+    assert len(got) == 2
+    theirs.sendall(frames[2][10:] + frames[3])
+    theirs.close()
+    assert await reader == "the peer closed the channel"
+    assert [(m["i"], len(m["pad"])) for m in got] == [(i, i * 1000) for i in range(4)]
+
+
 async def test_a_frame_cut_short_by_the_peer_is_a_truncated_frame() -> None:
     ours, theirs = socket.socketpair()
     channel = AsyncChannel(ours)

@@ -64,6 +64,15 @@ async def test_an_isolated_plugin_serves_operations_hooks_and_settings() -> None
     assert k.plugins["echo"].state is PluginState.STOPPED
 
 
+@pytest.mark.parametrize("spin_us", [0, 200, 100_000])
+async def test_a_worker_serves_the_same_with_any_spin_before_sleeping(spin_us: int) -> None:
+    async with kernel(isolated("echo", spin_us=spin_us), Echo()) as k:
+        for round_ in range(3):
+            assert await k.hooks.call(Specs.fetch, key=str(round_)) == [f"hello:{round_}"]
+            assert k.hooks.call(Specs.shout, text="abc") == ["ABC"]
+            await anyio.sleep(0.01 * round_)  # gaps shorter and longer than the window
+
+
 async def test_an_error_in_the_worker_reaches_the_caller_typed() -> None:
     async with kernel(isolated("echo"), Echo()) as k:
         with pytest.raises(OperationFailed, match="ValueError: no such thing"):
