@@ -560,16 +560,16 @@ class Chain:
         inner.update(canonical)
         outer = mac.outer()
         outer.update(inner.digest())
-        line = canonical[:-1] + MAC_TAG + binascii.hexlify(outer.digest()) + b'"}'
-        size = len(line) + 1
+        line = canonical[:-1] + MAC_TAG + binascii.hexlify(outer.digest()) + b'"}\n'
+        size = len(line)
         if self.max_bytes and self._size and self._size + size > self.max_bytes:
             self._rotate()
             fd = self._fd
-        written = os.write(fd, line + b"\n")
+        written = os.write(fd, line)
         if written != size:
-            self._finish(line + b"\n", written)
+            self._finish(line, written)
         digest = _SHA256.copy()
-        digest.update(line)
+        digest.update(memoryview(line)[:-1])  # the chain hashes the line without its newline
         self._seq = seq
         self._prev = digest.hexdigest()
         self._size += size

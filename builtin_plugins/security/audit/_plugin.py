@@ -611,7 +611,17 @@ class Audit(Plugin):
             if self._always and isinstance(exc, Exception):
                 await self._sync_to(chain, seq)
             raise
-        seq = self._invoke_entry(chain, inv, "ok", None)
+        # the success path inlined (every audited call takes it): the entry, then the write
+        principal = inv.principal
+        try:
+            seq = chain.append(
+                "invoke", None if principal is None else principal.id, "ok", self._invoke_details(inv, None)
+            )
+        except OSError as exc:
+            self._log_error(f"cannot append to {chain.path}", exc)
+            raise
+        if self._last_error is not None:
+            self._last_error = None
         if self._always:
             await self._sync_to(chain, seq)
         return result
