@@ -39,7 +39,12 @@ from ._rules import SENSITIVE_MODULES
 #: CPython 3.11 keeps the AST constructor's recursion depth in shared state: two threads parsing at
 #: once can fail with "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905).
 #: Every parse of the scanner (and bandit's run) holds this lock; parsing is CPU-bound under the GIL anyway.
+#: The lock cannot cover parses made elsewhere in the process (3.11's traceback module parses each
+#: line it draws carets under, in whatever thread formats an exception), so :func:`parse` also retries.
 PARSE_LOCK: Final = threading.Lock()
+_DEPTH_MISMATCH: Final = "AST constructor recursion depth mismatch"
+#: parses of one source before a depth mismatch is let through
+_PARSE_ATTEMPTS: Final = 3
 #: an unresolved receiver: ``?.create_connection`` is "create_connection on something"
 UNKNOWN: Final = "?"
 _BUILTINS: Final = frozenset(dir(builtins))
@@ -141,9 +146,19 @@ def analyze_source(source: bytes | str, module: str, *, is_package: bool, filena
 
 
 def parse(source: bytes | str, filename: str) -> ast.Module:
-    """``ast.parse`` under :data:`PARSE_LOCK`."""
-    with PARSE_LOCK:
-        return ast.parse(source, filename=filename)
+    """``ast.parse`` under :data:`PARSE_LOCK`, again when a parse elsewhere in the process broke it.
+
+    The depth mismatch (gh-106905) says nothing about the source: the tree of the
+    failed parse is discarded and the source parsed again, up to three times.
+    """
+    for attempt in range(1, _PARSE_ATTEMPTS + 1):
+        try:
+            with PARSE_LOCK:
+                return ast.parse(source, filename=filename)
+        except SystemError as exc:
+            if _DEPTH_MISMATCH not in str(exc) or attempt == _PARSE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def package_of(module: str, is_package: bool) -> str:
