@@ -491,6 +491,37 @@ async def test_rotation_then_restart_continues(tmp_path: Path) -> None:
     assert data != anchor.read_bytes()
 
 
+def test_reopening_a_cleanly_closed_chain_syncs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that finds the chain as the last stop left it rewrites no anchor and fsyncs nothing
+    (the conformance suite starts and stops a plugin dozens of times: each fsync costs on a busy disk)."""
+    mac = Mac(b"k" * 32)
+    path = tmp_path / "audit.log"
+    first = Chain(path, mac, fsync="always")
+    first.open()
+    first.append("test", "ada", "ok", {"n": 1})
+    first.close()
+    anchor = anchor_path(path).read_bytes()
+    synced: list[int] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, real=real: (synced.append(fd), real(fd))[1])
+    again = Chain(path, mac, fsync="always")
+    assert not again.open().needed
+    assert synced == [] and anchor_path(path).read_bytes() == anchor
+    again.append("test", "ada", "ok", {"n": 2})
+    again.close()  # the new entry is synced and anchored as before
+    assert synced and anchor_path(path).read_bytes() != anchor
+    assert verify_path(path, mac).ok and [e["details"]["n"] for e in entries_of(path)] == [1, 2]
+
+    # an anchor that does not match what the log says is rewritten at open
+    synced.clear()
+    anchor_path(path).write_bytes(anchor)  # the older record: behind the log
+    third = Chain(path, mac, fsync="always")
+    third.open()
+    assert synced and anchor_path(path).read_bytes() != anchor
+    third.close()
+
+
 # -- recovery of a torn tail ------------------------------------------------------------------------------
 
 

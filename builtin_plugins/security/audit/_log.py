@@ -36,6 +36,7 @@ import attrs
 import orjson
 
 from plugin_sdk import PluginError
+from plugin_sdk import fsync_dir
 
 from ._format import _SHA256
 from ._format import ANCHOR_SIZE
@@ -100,14 +101,6 @@ class Recovery:
             if self.moved_anchor is not None:
                 details["anchor_moved_to"] = self.moved_anchor
         return details
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, _READ)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:
@@ -252,6 +245,8 @@ class Chain:
         self._anchor_seq = -1
         self._synced_seq = 0
         self._spool: Spool | None = None
+        #: the anchor as :meth:`open` found it (None: missing or invalid)
+        self._found_anchor: Anchor | None = None
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else ("open" if self._fd >= 0 else "closed")
@@ -317,19 +312,24 @@ class Chain:
                 return Recovery()
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+            existed = self.path.exists() and self.anchor_file.exists()
             recovery = self._recover()
             self._fd = os.open(self.path, _APPEND, 0o600)
             self._size = os.fstat(self._fd).st_size
             self._anchor_fd = os.open(self.anchor_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-            self._prune()
+            pruned = self._prune()
             self._synced_seq = self._seq
             if recovery.needed:
                 self.append("audit.recovered", None, "ok", recovery.details())
                 self._sync_fd(self._fd)
                 self._synced_seq = self._seq
+            elif self._found_anchor == Anchor(self._seq, self._prev, self._first_seq, self._first_prev):
+                # The anchor on disk already says all this (a clean stop wrote it): rewriting and
+                # fsyncing it, and the directory, on every start is what made a start cost fsyncs.
+                self._anchor_seq = self._seq
             self._write_anchor(self._seq, self._prev, sync=self.fsync != "never")
-            if self.fsync != "never":
-                _fsync_dir(self.path.parent)
+            if self.fsync != "never" and (not existed or recovery.needed or pruned):
+                fsync_dir(self.path.parent)  # a file was created, moved or deleted here
             return recovery
         except BaseException:
             self._close_fds()
@@ -413,6 +413,7 @@ class Chain:
                 moved = self._move_aside(self.anchor_file, f"invalid-{self._seq}")
         elif self._seq:
             problem = "the anchor file was missing"
+        self._found_anchor = anchor
         if anchor is not None:
             self._first_seq, self._first_prev = anchor.first_seq, anchor.first_prev
             if anchor.seq > self._seq:
@@ -492,7 +493,7 @@ class Chain:
                 finally:
                     os.close(out)
                 break
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             os.ftruncate(fd, good_end)
             os.fsync(fd)
         finally:
@@ -608,25 +609,26 @@ class Chain:
         self._size = 0
         self._next_index += 1
         if durable:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             self._synced_seq = self._seq
         self._prune()
         self._write_anchor(self._seq, self._prev, sync=durable)
 
-    def _prune(self) -> None:
-        """Delete rotated files beyond ``keep``, oldest first, after the anchor records the new start."""
+    def _prune(self) -> bool:
+        """Delete rotated files beyond ``keep``, oldest first, after the anchor records the new start;
+        whether it deleted any."""
         if not self.keep:
-            return
+            return False
         rotated = rotated_files(self.path)
         if len(rotated) <= self.keep:
-            return
+            return False
         drop, kept = rotated[: -self.keep], rotated[-self.keep :]
         line = _first_line(kept[0][1])
         seq = seq_of(line) if line is not None else None
         prev = prev_of(line) if line is not None else None
         if seq is None or prev is None:
             self._log.error("audit: not deleting old rotated files: %s does not start with an entry", kept[0][1])
-            return
+            return False
         with self._anchor_lock:
             self._first_seq, self._first_prev = seq, prev.decode()
         self._write_anchor(self._seq, self._prev, sync=self.fsync != "never", force=True)
@@ -634,6 +636,7 @@ class Chain:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(file)
         self._log.info("audit: deleted %d rotated file(s) beyond keep=%d", len(drop), self.keep)
+        return True
 
     # -- durability and the anchor --------------------------------------------------------
 

@@ -50,6 +50,8 @@ from typing import Final
 import attrs
 import orjson
 
+from plugin_sdk import fsync_dir
+
 from ._format import Mac
 from ._format import encode_pending
 from ._format import pending_mac_ok
@@ -71,14 +73,6 @@ _IMPORTING_NAME: Final = re.compile(r"^(?P<stem>.+\.jsonl)\.importing-(?P<seq>\d
 def pending_dir(path: Path) -> Path:
     """The pending directory of the chain whose current file is ``path``."""
     return path.with_name(path.name + ".pending")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | _CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the writing side (a process that does not hold the lock) ------------------------------------------------
