@@ -36,6 +36,7 @@ from plugin_sdk import OrionError
 from plugin_sdk import Principal
 from plugin_sdk import __version__ as SDK_VERSION
 from plugin_sdk import hookspecs
+from plugin_sdk._markers import PROJECT
 
 from ._config import DEFAULT_CONFIG_FILE
 from ._config import KernelSettings
@@ -482,7 +483,7 @@ def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.Argumen
 
 def _plugin_commands(kernel: Kernel) -> list[CliCommand]:
     commands: dict[str, CliCommand] = {}
-    for batch in kernel.hooks.call(hookspecs.cli_commands):
+    for batch in [*kernel.hooks.call(hookspecs.cli_commands), *_commands_of_ungranted(kernel)]:
         for command in cast(list[object], batch):
             if not isinstance(command, CliCommand):
                 log.warning("ignoring CLI command %r: not a plugin_sdk.CliCommand", command)
@@ -491,6 +492,25 @@ def _plugin_commands(kernel: Kernel) -> list[CliCommand]:
             else:
                 commands[command.name] = command
     return list(commands.values())
+
+
+def _commands_of_ungranted(kernel: Kernel) -> list[object]:
+    """The CLI commands of plugins that did not start only for want of a grant.
+
+    Their hooks are not registered (they do not run), yet their commands are
+    what an operator reaches for next (``secrets keygen``, or ``rbac check``
+    saying the plugin is not running), so they stay offered.
+    """
+    batches: list[object] = []
+    for record in kernel._lifecycle.records.values():
+        method = getattr(record.plugin, hookspecs.cli_commands.name, None) if record.not_granted else None
+        if method is None or getattr(method, f"{PROJECT}_impl", None) is None:
+            continue
+        try:
+            batches.append(method())
+        except Exception:
+            log.exception("plugin %s: cli_commands() raised", record.name)
+    return batches
 
 
 def _configure_logging(settings: KernelSettings) -> None:

@@ -81,7 +81,7 @@ def asked_permissions(record: PluginRecord, data_dir: str) -> Permissions:
     asks = []
     for template in record.manifest.permissions:
         try:
-            text = expand(template, values)
+            text = expand(template, values, data_dir)
         except KeyError as exc:
             known = ", ".join(sorted(values))
             raise ManifestError(
@@ -89,6 +89,10 @@ def asked_permissions(record: PluginRecord, data_dir: str) -> Permissions:
                 "permissions",
                 f"{template!r}: placeholder {{{exc.args[0]}}} names no setting (known: {known})",
             ) from None
+        except PermissionSyntaxError as exc:
+            raise ManifestError(record.name, "permissions", str(exc)) from None
+        if text is None:
+            continue  # a placeholder names an unset setting: nothing to ask for
         try:
             asks.append(parse_permission(text))
         except PermissionSyntaxError as exc:
@@ -141,6 +145,8 @@ def grant_records(records: Iterable[PluginRecord], policy: SandboxDefault, data_
         try:
             record.grants = resolve(record, policy, data_root)
         except (ManifestError, PermissionsNotGranted) as exc:
+            if isinstance(exc, PermissionsNotGranted):
+                record.not_granted = tuple(exc.missing)
             record.fail(exc)
             record.state = PluginState.FAILED
             log.error("plugin %s: %s", record.name, exc)

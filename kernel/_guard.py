@@ -327,9 +327,12 @@ class Guard:
             record = GuardEvent(plugin, event, _text(ask), allowed)
             self._record(record)
             if not allowed and self.mode == "enforce":
+                # What a plugin holds is what it asks for and is granted (under "deny" it does not
+                # start without its grants), so a refusal is always of something it did not ask for.
                 raise PermissionDenied(
-                    f"plugin {plugin!r} may not {_verb(event)} ({event}): it does not hold {_text(ask)}; "
-                    f"grant it with plugins.{plugin}.permissions in orion.toml"
+                    f"plugin {plugin!r} may not {_verb(event)} ({event}): it does not hold {_text(ask)}, "
+                    "and its manifest does not ask for it, so no grant can give it: the plugin must "
+                    "declare it in its permissions"
                 )
 
     def _record(self, event: GuardEvent) -> None:

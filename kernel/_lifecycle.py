@@ -83,6 +83,8 @@ class PluginRecord:
     staged: bool = False
     #: asked, granted and effective permissions (resolved when the plugin is configured)
     grants: Grants = attrs.field(factory=Grants)
+    #: the asks that were not granted, when that is why it failed (its CLI commands stay offered)
+    not_granted: tuple[str, ...] = ()
     #: services it asked for without declaring them (refused; kept for the conformance suite)
     refused_services: list[str] = attrs.field(factory=list)
     #: services provided PerConsumer: name -> (the provider's PerConsumer, this plugin's object)

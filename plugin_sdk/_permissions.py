@@ -21,6 +21,12 @@ range ``8000-8099`` or ``*``; an IPv6 host is written in brackets
 plugin's manifest may use placeholders that the kernel fills in from its
 settings before checking: ``net:listen:{host}:{port}``, and ``{data_dir}``
 for the plugin's own data directory (always readable and writable anyway).
+A permission whose placeholder names an unset setting (``None`` or an empty
+string) is not asked for at all: ``fs:read:{policy_file}`` asks only when a
+policy file is configured.  In an ``fs:`` permission whose path starts with a
+placeholder, a relative value is relative to the plugin's data directory, and
+``{NAME:dir}`` is the directory of the path ``NAME`` holds
+(``fs:write:{log:dir}``: the directory the log is kept in).
 
 A grant *covers* an ask when it is of the same kind and action and every
 access the ask could mean is one the grant allows: ``fs:read:/srv/**``
@@ -50,6 +56,8 @@ _ACTIONS: Final[dict[str, tuple[str, ...]]] = {"fs": ("read", "write"), "net": (
 _GLOB_NAME: Final = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]+$")
 _HOST: Final = re.compile(r"^(?:\[[0-9A-Fa-f:.*?]+\]|[A-Za-z0-9_.*?\[\]!-]+)$")
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
+#: what may follow a placeholder's name: ``{path:dir}``
+MODIFIERS: Final = ("dir",)
 _GLOB_CHARS: Final = frozenset("*?[")
 
 EXAMPLES: Final = (
@@ -255,24 +263,67 @@ def _path(target: str, whole: str) -> str:
     return os.path.normpath(expanded[:-3] or "/").rstrip("/") + "/**"
 
 
-def expand(template: str, values: Mapping[str, Any]) -> str:
+def _path_start(template: str) -> int:
+    """Where the path of an ``fs:`` permission starts in ``template`` (-1 for other kinds)."""
+    kind, _, rest = template.partition(":")
+    action = rest.partition(":")[0]
+    return len(kind) + len(action) + 2 if kind == "fs" else -1
+
+
+def placeholder_issue(template: str) -> str | None:
+    """What is wrong with the placeholders' modifiers of ``template``, if anything."""
+    for match in _PLACEHOLDER.finditer(template):
+        modifier = match.group(1).partition(":")[2]
+        if not modifier:
+            continue
+        if modifier not in MODIFIERS:
+            return f"unknown placeholder modifier {{{match.group(1)}}} (known: :dir)"
+        if match.start() != _path_start(template):
+            return f"{{{match.group(1)}}}: ':dir' needs an fs: path that starts with it"
+    return None
+
+
+def expand(template: str, values: Mapping[str, Any], data_dir: str | None = None) -> str | None:
     """Fill a manifest permission's ``{placeholders}`` from ``values`` (settings, ``data_dir``).
 
+    ``None`` when a placeholder names an unset value (``None`` or ``""``): the
+    permission is then not asked for.  With ``data_dir``, an ``fs:`` path that
+    starts with a placeholder is resolved against it when relative, and
+    ``{NAME:dir}`` fills in the directory of that path.
+
     :raises KeyError: a placeholder names nothing in ``values`` (the key is the placeholder).
+    :raises PermissionSyntaxError: a misused ``{NAME:modifier}`` (:func:`placeholder_issue`).
     """
+    issue = placeholder_issue(template)
+    if issue is not None:
+        raise PermissionSyntaxError(template, issue)
+    path_start = _path_start(template)
+    unset = False
 
     def fill(match: re.Match[str]) -> str:
-        key = match.group(1)
+        nonlocal unset
+        key, _, modifier = match.group(1).partition(":")
         if key not in values:
             raise KeyError(key)
-        return str(values[key])
+        value = values[key]
+        if value is None or value == "":
+            unset = True
+            return ""
+        text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+        if match.start() == path_start:
+            if data_dir is not None:
+                text = os.path.join(data_dir, os.path.expanduser(text))  # an absolute value stays as it is
+            if modifier == "dir":
+                text = os.path.dirname(os.path.normpath(text))
+        return text
 
-    return _PLACEHOLDER.sub(fill, template)
+    filled = _PLACEHOLDER.sub(fill, template)
+    return None if unset else filled
 
 
 def placeholders(template: str) -> list[str]:
-    """The ``{placeholder}`` names in a manifest permission."""
-    return _PLACEHOLDER.findall(template)
+    """The setting names the ``{placeholders}`` of a manifest permission refer to (modifiers dropped)."""
+    return [name.partition(":")[0] for name in _PLACEHOLDER.findall(template)]
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from ._errors import ManifestError
 from ._permissions import KINDS
 from ._permissions import PermissionSyntaxError
 from ._permissions import parse_permission
+from ._permissions import placeholder_issue
 from ._permissions import placeholders
 from ._version import __version__ as SDK_VERSION
 
@@ -155,6 +156,9 @@ def _permissions(plugin: str, value: object, config: type) -> tuple[str, ...]:
                         f"placeholder {{{unknown[0]}}} is neither a field of {config.__name__} nor data_dir "
                         f"(known: {', '.join(sorted(known))})",
                     )
+                issue = placeholder_issue(item)
+                if issue is not None:
+                    raise PermissionSyntaxError(item, issue)
             else:
                 parse_permission(item)
         except PermissionSyntaxError as exc:

@@ -166,6 +166,48 @@ async def test_the_data_directory_placeholder_and_the_implicit_data_grant() -> N
     assert error is not None and "'..' segments" in error
 
 
+@attrs.frozen
+class KeySettings:
+    key_file: str | None = None
+
+
+class KeyReader(Plugin):
+    """Reads a key file only when one is configured (an optional path setting)."""
+
+    name = "keyreader"
+    version = "1.0.0"
+    permissions = ("fs:read:{key_file}",)
+    Config = KeySettings
+
+
+async def test_a_permission_of_an_unset_setting_is_not_asked_for() -> None:
+    async with kernel({}, KeyReader()) as k:
+        info = k.plugins["keyreader"]
+        assert info.state is PluginState.RUNNING, info.last_error
+        assert info.asked == ()
+
+
+async def test_an_optional_path_outside_the_data_dir_needs_its_grant(tmp_path: Path) -> None:
+    key = str(tmp_path / "keys" / "k")
+    settings = {"key_file": key}
+    async with kernel(grant("keyreader", settings=settings), KeyReader()) as k:
+        info = k.plugins["keyreader"]
+        assert info.state is PluginState.FAILED
+        assert info.last_error is not None and f'permissions = ["fs:read:{key}"]' in info.last_error
+    async with kernel(grant("keyreader", f"fs:read:{tmp_path}/keys", settings=settings), KeyReader()) as k:
+        info = k.plugins["keyreader"]
+        assert info.state is PluginState.RUNNING, info.last_error
+        assert info.asked == (f"fs:read:{key}",)
+
+
+async def test_a_relative_path_setting_is_inside_the_data_dir_and_needs_no_grant(tmp_path: Path) -> None:
+    async with kernel({"plugins": {"keyreader": {"settings": {"key_file": "keys/k"}}}}, KeyReader()) as k:
+        info = k.plugins["keyreader"]
+        assert info.state is PluginState.RUNNING, info.last_error
+        data_dir = tmp_path / ".orion" / "keyreader"  # the test runs in tmp_path
+        assert info.asked == (f"fs:read:{data_dir}/keys/k",)
+
+
 async def test_declared_services_are_held_implicitly() -> None:
     class Provider(Plugin):
         name = "provider"

@@ -257,6 +257,8 @@ def test_duplicate_permissions_are_refused() -> None:
         ("hook:a b", "white space"),
         ("{kind}:x", "unknown kind '{kind}'"),
         ("net:listen:{host}:1", "placeholder {host} is neither a field of GoodSettings nor data_dir"),
+        ("fs:read:{data_dir:parent}", "unknown placeholder modifier {data_dir:parent}"),
+        ("fs:read:/x/{data_dir:dir}", "':dir' needs an fs: path that starts with it"),
         (5, "expected a string"),
     ],
 )

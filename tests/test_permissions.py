@@ -124,6 +124,25 @@ def test_placeholders_are_found_and_filled() -> None:
         expand("net:listen:{host}:{port}", {"host": "h"})
 
 
+def test_an_unset_setting_asks_for_nothing_and_paths_are_resolved_against_the_data_dir() -> None:
+    data = "/srv/orion/audit"
+    assert expand("fs:read:{key}", {"key": None}, data) is None
+    assert expand("fs:read:{key}", {"key": ""}, data) is None
+    assert expand("fs:read:{key}", {"key": "/etc/orion/k"}, data) == "fs:read:/etc/orion/k"
+    assert expand("fs:read:{key}", {"key": "keys/k"}, data) == "fs:read:/srv/orion/audit/keys/k"
+    assert expand("fs:write:{log:dir}", {"log": "/var/log/orion/audit.log"}, data) == "fs:write:/var/log/orion"
+    assert expand("fs:write:{log:dir}", {"log": "audit.log"}, data) == "fs:write:/srv/orion/audit"
+    assert expand("fs:write:{log}*", {"log": "a.log"}, data) == "fs:write:/srv/orion/audit/a.log*"
+    # only a placeholder that starts an fs: path is a path
+    assert expand("net:connect:{host}:443", {"host": "api"}, data) == "net:connect:api:443"
+    assert expand("fs:read:/etc/{name}", {"name": "x"}, data) == "fs:read:/etc/x"
+    with pytest.raises(PermissionSyntaxError, match="':dir' needs an fs: path"):
+        expand("net:connect:{host:dir}:443", {"host": "api"}, data)
+    with pytest.raises(PermissionSyntaxError, match="unknown placeholder modifier"):
+        expand("fs:read:{key:parent}", {"key": "/k"}, data)
+    assert placeholders("fs:write:{log:dir}") == ["log"]
+
+
 segment = st.text(alphabet="abcxyz019_-", min_size=1, max_size=6)
 paths = st.lists(segment, min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
 

@@ -53,6 +53,7 @@ from plugin_sdk import PermissionDenied
 from plugin_sdk import Phase
 from plugin_sdk import Plugin
 from plugin_sdk import PluginContext
+from plugin_sdk import PluginState
 from plugin_sdk import Principal
 from plugin_sdk import SecretNotFound
 
@@ -139,7 +140,9 @@ def log_path(tmp_path: Path) -> Path:
 
 
 def config(tmp_path: Path, **settings: Any) -> dict[str, Any]:
-    return {"kernel": {"data_dir": str(data_dir(tmp_path))}, "plugins": {"audit": {"settings": settings}}}
+    # the grant covers a log kept anywhere under tmp_path (outside the data dir, audit asks for its directory)
+    entry = {"settings": settings, "permissions": [f"fs:write:{tmp_path}"]}
+    return {"kernel": {"data_dir": str(data_dir(tmp_path))}, "plugins": {"audit": entry}}
 
 
 @asynccontextmanager
@@ -875,6 +878,26 @@ async def test_custom_path(tmp_path: Path) -> None:
     async with running(tmp_path, path="relative.log") as (_, audit):
         await audit.record("x", actor=None, outcome="ok")
     assert (data_dir(tmp_path) / "audit" / "relative.log").exists()
+    # a log outside the data directory: audit asks for its directory, which must be granted
+    ungranted = config(tmp_path, path=str(target))
+    del ungranted["plugins"]["audit"]["permissions"]
+    async with Kernel(ungranted, plugins=[Audit()], environ={}, entry_points=False) as kernel:
+        error = kernel.plugins["audit"].last_error
+    assert error is not None and f'permissions = ["fs:write:{target.parent}"]' in error
+
+
+async def test_a_log_elsewhere_is_written_under_the_enforcing_guard(tmp_path: Path) -> None:
+    target = tmp_path / "var" / "log" / "orion" / "audit.log"
+    target.parent.parent.mkdir(parents=True)  # the granted directory itself audit may create
+    settings = config(tmp_path, path=str(target), max_bytes=4096, keep=2)
+    settings["kernel"]["sandbox"] = {"guard": "enforce"}
+    settings["plugins"]["audit"]["permissions"] = [f"fs:write:{target.parent}"]
+    async with Kernel(settings, plugins=[Audit(), Tools()], environ={}, entry_points=False) as kernel:
+        assert kernel.plugins["audit"].state is PluginState.RUNNING, kernel.plugins["audit"].last_error
+        for _ in range(60):  # past max_bytes: rotation and pruning happen in that directory too
+            await kernel.invoke("tools.echo", {})
+        assert (await kernel.invoke("audit.verify", {}, principal=OPERATOR))["ok"]
+    assert len(chain_files(target)) > 1 and verify_path(target, mac_of(tmp_path)).ok
 
 
 async def test_reconfigure(tmp_path: Path) -> None:

@@ -712,9 +712,29 @@ async def test_policy_file_is_merged_and_reread(tmp_path: Path) -> None:
     assert outcomes[4][0] == "error" and outcomes[4][2] == "reconfigure"
 
 
+async def test_a_policy_file_elsewhere_is_asked_for_and_read_under_the_enforcing_guard(tmp_path: Path) -> None:
+    """Outside the data directory the policy file is one of rbac's asks: granted, the guard lets it be
+    read; not granted, rbac does not start and says which line grants it."""
+    file = tmp_path / "etc" / "policy.toml"
+    file.parent.mkdir()
+    file.write_text('[roles.auditor]\nallow = ["reports.*"]\n\n[principals]\neve = ["auditor"]\n')
+    entry = rbac_entry({**POLICY, "policy_file": str(file)})
+    kernel_settings = {"data_dir": str(tmp_path / "data"), "sandbox": {"guard": "enforce"}}
+    granted = {"kernel": kernel_settings, "plugins": {"rbac": {**entry, "permissions": [f"fs:read:{file.parent}"]}}}
+    async with Kernel(granted, plugins=[Rbac, Tools()], environ={}, entry_points=False) as kernel:
+        assert kernel.plugins["rbac"].state is PluginState.RUNNING, kernel.plugins["rbac"].last_error
+        assert kernel.plugins["rbac"].effective[0] == f"fs:read:{file}"
+        assert await kernel.invoke("reports.daily", principal=EVE) == "reports.daily done"
+    ungranted = {"kernel": kernel_settings, "plugins": {"rbac": entry}}
+    async with Kernel(ungranted, plugins=[Rbac], environ={}, entry_points=False) as kernel:
+        error = kernel.plugins["rbac"].last_error
+    assert error is not None and f'permissions = ["fs:read:{file}"]' in error
+
+
 async def test_a_missing_policy_file_fails_the_start_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
-    config = {"plugins": {"rbac": rbac_entry({**POLICY, "policy_file": str(missing)})}}
+    entry = rbac_entry({**POLICY, "policy_file": str(missing)})
+    config = {"plugins": {"rbac": {**entry, "permissions": [f"fs:read:{tmp_path}"]}}}
     async with Kernel(config, plugins=[Rbac], environ={}, entry_points=False) as kernel:
         assert kernel.plugins["rbac"].state is PluginState.FAILED
         assert f"plugins.rbac.settings.policy_file: cannot read '{missing}': No such file" in (

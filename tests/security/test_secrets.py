@@ -13,6 +13,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import stat
 import sys
 from collections.abc import Mapping
@@ -100,8 +101,11 @@ def config(
     strict: bool = False,
 ) -> dict[str, Any]:
     plugins: dict[str, Any] = {"secrets": {"enabled": True, "settings": dict(settings or {})}}
+    key_file = (settings or {}).get("master_key_file")
+    if key_file and os.path.isabs(key_file):  # a key file outside the data dir is asked for: grant it
+        plugins["secrets"]["permissions"] = [f"fs:read:{os.path.dirname(key_file)}"]
     for name, granted in (grants or {}).items():
-        plugins[name] = {"permissions": granted}
+        plugins.setdefault(name, {})["permissions"] = granted
     return {"kernel": {"data_dir": str(data), "strict": strict}, "plugins": plugins}
 
 
@@ -416,6 +420,12 @@ async def test_a_key_file_works_and_one_others_can_read_is_refused(data: Path, t
     with pytest.raises(PluginStartError, match=r"does not exist; create one with `orion-kernel secrets keygen --out"):
         async with Kernel(config(data, settings=missing, strict=True), environ={}):
             pass
+    # a key file outside the data directory is asked for: without the grant, the line that grants it
+    ungranted = config(data, settings=settings, strict=True)
+    del ungranted["plugins"]["secrets"]["permissions"]
+    with pytest.raises(PluginStartError, match=re.escape(f'permissions = ["fs:read:{key_file}"]')):
+        async with Kernel(ungranted, environ={}):
+            pass
 
 
 @pytest.mark.anyio
@@ -578,6 +588,7 @@ data_dir = "{tmp_path / "data"}"
 
 [plugins.secrets]
 enabled = true
+permissions = ["fs:read:{key_file}"]
 
 [plugins.secrets.settings]
 master_key_file = "{key_file}"

@@ -145,6 +145,9 @@ class Audit(Plugin):
     version = "1.0.0"
     provides = ("audit",)
     optional = ("secrets",)
+    #: the directory of the log when it is kept elsewhere than the data directory: its files,
+    #: rotations, anchor, lock and pending directory live there
+    permissions = ("fs:write:{path:dir}",)
     Config = AuditSettings
     #: first among the OBSERVE middleware, so it sees every call's final outcome
     priority = 1000

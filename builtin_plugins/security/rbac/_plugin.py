@@ -121,6 +121,8 @@ class Rbac(Plugin):
     version = "1.0.0"
     provides = ("authorizer",)
     optional = ("audit",)
+    #: the policy file, when one is configured (a relative one is in the data directory)
+    permissions = ("fs:read:{policy_file}",)
     Config = RbacSettings
 
     conformance_settings: ClassVar[dict[str, Any]] = {

@@ -212,6 +212,8 @@ class Secrets(Plugin):
     name = "secrets"
     version = "1.0.0"
     provides = ("secrets",)
+    #: the master key file, when one is configured (a relative one is in the data directory)
+    permissions = ("fs:read:{master_key_file}",)
     Config = SecretsSettings
     priority = 0
 
