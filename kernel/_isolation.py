@@ -400,11 +400,6 @@ class RemoteService:
 _EXPIRED: Final[dict[str, Any]] = {"t": "expired"}
 
 
-def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
-    if not future.done():
-        future.set_result(_EXPIRED)
-
-
 class Runner:
     """One isolated plugin's worker process: started, called, supervised, stopped."""
 
@@ -426,6 +421,9 @@ class Runner:
         self.sync: SyncChannel | None = None
         self._sync_lock = threading.Lock()
         self._calls: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        #: request id -> its deadline (loop time); one timer, armed for the earliest
+        self._deadlines: dict[int, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._next = 0
         self._down: str | None = "not started"
         self._stopping = False
@@ -589,8 +587,11 @@ class Runner:
     async def request(self, message: dict[str, Any], *, within: float | None = None) -> Any:
         """Send a request to the worker and wait for its answer (an error is raised).
 
-        The wait is a bare future with a timer: a cancel scope and an anyio
-        event per call cost a third of a round trip (``bench_isolation.py``).
+        The wait is a bare future: a cancel scope and an anyio event per call
+        cost a third of a round trip (``bench_isolation.py``), and so did a timer
+        per call (a heap push, and a pop when its cancelled handle reached the
+        head).  Deadlines sit in a dict; one timer, armed for the earliest,
+        expires what is due and re-arms for the next.
         """
         channel = self.channel
         if self._down is not None or channel is None:
@@ -601,7 +602,13 @@ class Runner:
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._calls[request] = future
         bound = within if within is not None else self.limits.call_timeout
-        timer = loop.call_later(bound, _expire, future)
+        deadline = loop.time() + bound
+        self._deadlines[request] = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire_due)
         try:
             await channel.send({**message, "id": request})
             reply = await future
@@ -609,7 +616,7 @@ class Runner:
             await self._crashed(f"the channel broke: {exc}")
             raise PluginCrashed(f"plugin {self.name!r} crashed: {exc}", plugin=self.name) from None
         finally:
-            timer.cancel()
+            self._deadlines.pop(request, None)
             self._calls.pop(request, None)
         if reply is _EXPIRED:
             await self._crashed(f"a {message['t']} call ran past {bound:g}s")
@@ -622,6 +629,22 @@ class Runner:
         if reply.get("t") == "error":
             raise rebuild_error(str(reply.get("kind", "PluginError")), str(reply.get("message", "")), self.name)
         return reply.get("value")
+
+    def _expire_due(self) -> None:
+        """The timer: answer every request past its deadline with ``_EXPIRED``; re-arm for the next."""
+        self._timer = None
+        if not self._deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for request, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[request]
+                future = self._calls.get(request)
+                if future is not None and not future.done():
+                    future.set_result(_EXPIRED)
+        if self._deadlines:
+            self._timer = loop.call_at(min(self._deadlines.values()), self._expire_due)
 
     async def call(self, hook: str, kwargs: dict[str, Any]) -> Any:
         return await self.request({"t": "hook", "hook": hook, "kwargs": kwargs})
@@ -745,6 +768,10 @@ class Runner:
             if not future.done():
                 future.set_result({"t": "error", "kind": type(error).__name__, "message": str(error)})
         self._calls.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _crashed(self, reason: str) -> None:
         if self._down is not None and self._down.startswith("crashed"):
