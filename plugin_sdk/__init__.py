@@ -7,6 +7,8 @@ from ._cli import OPERATOR as OPERATOR
 from ._cli import CliCommand as CliCommand
 from ._cli import CliEnvironment as CliEnvironment
 from ._cli import Invoker as Invoker
+from ._cli import OperatorCall as OperatorCall
+from ._cli import run_as_operator as run_as_operator
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._context import PluginContext as PluginContext
@@ -114,6 +116,8 @@ __all__ = [
     "fsync_dir",
     "write_file_atomic",
     "OPERATOR",
+    "OperatorCall",
+    "run_as_operator",
     "Consumer",
     "PerConsumer",
     "AuditLog",

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import attrs
 
+from ._errors import OperationNotFound
+from ._errors import OrionError
 from ._invocation import Principal
 from ._security import Credentials
 
@@ -77,6 +79,48 @@ class CliCommand:
     run: Callable[[argparse.Namespace, CliEnvironment], int | Awaitable[int]]
     #: adds the command's own arguments (and sub-parsers) to its parser
     configure: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+#: ``await call("audit.verify", {...})``: one operation invoked as :data:`OPERATOR`
+OperatorCall = Callable[..., Awaitable[Any]]
+
+
+async def run_as_operator(
+    env: CliEnvironment,
+    plugin: str,
+    work: Callable[[OperatorCall], Awaitable[int | None]],
+    *,
+    failure: int = 1,
+    hint: str = "",
+) -> int:
+    """Start the kernel, run ``work`` with a caller that invokes as :data:`OPERATOR`, and
+    turn what goes wrong into one line and an exit code -- the shape of an admin command.
+
+    ``work`` returns the exit code (``None``: 0).  When ``plugin``'s operations are
+    not there (the plugin is not enabled, or did not start) the line says so and
+    how to enable it (``hint`` adds why it may not have started); any other SDK
+    error is printed as ``error: ...``; both exit with ``failure``.
+    """
+
+    async def call(operation: str, args: Mapping[str, Any] | None = None) -> Any:
+        return await kernel.invoke(operation, args or {}, principal=OPERATOR)
+
+    try:
+        async with env.started() as kernel:
+            code = await work(call)
+    except OperationNotFound as exc:
+        if not str(exc.operation or "").startswith(f"{plugin}."):
+            env.echo(f"error: {exc}")
+            return failure
+        env.echo(
+            f"error: the {plugin} plugin is not running: enable it ([plugins.{plugin}] enabled = true) "
+            f"and see the log above for why it did not start{f' ({hint})' if hint else ''}"
+        )
+        return failure
+    except OrionError as exc:
+        env.echo(f"error: {exc}")
+        return failure
+    return 0 if code is None else code
 
 
 # Resolve string annotations before the public package renames __module__.

@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import CliEnvironment
-from plugin_sdk import OrionError
+from plugin_sdk import OperatorCall
+from plugin_sdk import run_as_operator
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,34 +67,29 @@ def _summary(entry: dict[str, Any]) -> str:
 
 async def run(args: argparse.Namespace, env: CliEnvironment) -> int:
     """Run ``audit verify`` or ``audit tail``."""
-    try:
-        async with env.started() as kernel:
-            if args.audit_action == "verify":
-                call: dict[str, Any] = {}
-                if args.path is not None:
-                    call["path"] = _absolute(args.path)
-                result = await kernel.invoke("audit.verify", call, principal=OPERATOR)
+
+    async def work(call: OperatorCall) -> int:
+        if args.audit_action == "tail":
+            entries = await call("audit.tail", {"n": args.n})
+            if env.json:
+                env.emit(entries)
             else:
-                result = await kernel.invoke("audit.tail", {"n": args.n}, principal=OPERATOR)
-    except OrionError as exc:
-        env.echo(f"error: {exc}")
-        return 2
-    if args.audit_action == "tail":
+                for entry in entries:
+                    env.echo(_summary(entry))
+            return 0
+        request: dict[str, Any] = {} if args.path is None else {"path": _absolute(args.path)}
+        result = await call("audit.verify", request)
         if env.json:
             env.emit(result)
+        elif result["ok"]:
+            files = len(result["files"])
+            env.echo(f"audit log ok: {result['entries']} entries in {files} file(s), last seq {result['last_seq']}")
         else:
-            for entry in result:
-                env.echo(_summary(entry))
-        return 0
-    if env.json:
-        env.emit(result)
-    elif result["ok"]:
-        files = len(result["files"])
-        env.echo(f"audit log ok: {result['entries']} entries in {files} file(s), last seq {result['last_seq']}")
-    else:
-        env.echo(f"{result['file']}:{result['line']}: {result['reason']}: {result['detail']}")
-        env.echo(f"audit log NOT ok: {result['entries']} entries verified before the first bad line")
-    return 0 if result["ok"] else 1
+            env.echo(f"{result['file']}:{result['line']}: {result['reason']}: {result['detail']}")
+            env.echo(f"audit log NOT ok: {result['entries']} entries verified before the first bad line")
+        return 0 if result["ok"] else 1
+
+    return await run_as_operator(env, "audit", work, failure=2)
 
 
 def audit_command() -> CliCommand:

@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import CliEnvironment
-from plugin_sdk import OrionError
+from plugin_sdk import OperatorCall
+from plugin_sdk import run_as_operator
 
 _LIST_COLUMNS = ["id", "principal", "kind", "roles", "state", "created", "expires", "last_used"]
 
@@ -95,35 +95,33 @@ async def run(args: argparse.Namespace, env: CliEnvironment) -> int:
     }
     operation, make_args = operations[action]
     call_args = make_args()
-    try:
-        async with env.started() as kernel:
-            result = await kernel.invoke(operation, call_args, principal=OPERATOR)
-    except OrionError as exc:
-        env.echo(f"error: {exc}")
-        return 1
-    if env.json:
-        env.emit(result)
-    elif action == ("keys", "create"):
-        env.echo(f"created API key {result['id']} for {result['principal']} (expires: {_when(result['expires'])})")
-        env.echo(result["key"])
-        env.echo("store it now: it is not shown again")
-    elif action == ("keys", "list"):
-        rows = [
-            {
-                **row,
-                "roles": ",".join(row["roles"]) or "-",
-                "created": _when(row["created"]),
-                "expires": _when(row["expires"]),
-                "last_used": _when(row["last_used"]),
-            }
-            for row in result
-        ]
-        env.emit(rows, columns=_LIST_COLUMNS) if rows else env.echo("no API keys")
-    elif action == ("keys", "revoke"):
-        env.echo(f"revoked API key {result['id']} ({result['principal']})")
-    else:
-        env.echo(result["token"])
-    return 0
+
+    async def work(call: OperatorCall) -> None:
+        result = await call(operation, call_args)
+        if env.json:
+            env.emit(result)
+        elif action == ("keys", "create"):
+            env.echo(f"created API key {result['id']} for {result['principal']} (expires: {_when(result['expires'])})")
+            env.echo(result["key"])
+            env.echo("store it now: it is not shown again")
+        elif action == ("keys", "list"):
+            rows = [
+                {
+                    **row,
+                    "roles": ",".join(row["roles"]) or "-",
+                    "created": _when(row["created"]),
+                    "expires": _when(row["expires"]),
+                    "last_used": _when(row["last_used"]),
+                }
+                for row in result
+            ]
+            env.emit(rows, columns=_LIST_COLUMNS) if rows else env.echo("no API keys")
+        elif action == ("keys", "revoke"):
+            env.echo(f"revoked API key {result['id']} ({result['principal']})")
+        else:
+            env.echo(result["token"])
+
+    return await run_as_operator(env, "auth", work)
 
 
 def auth_command() -> CliCommand:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import CliEnvironment
-from plugin_sdk import OperationNotFound
-from plugin_sdk import OrionError
+from plugin_sdk import OperatorCall
+from plugin_sdk import run_as_operator
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,33 +38,20 @@ async def run(args: argparse.Namespace, env: CliEnvironment) -> int:
             "re-encrypt them first (crypto.reencrypt), then run again with --yes"
         )
         return 1
-    try:
-        async with env.started() as kernel:
-            if action == "list":
-                keys = await kernel.invoke("crypto.keys.list", {}, principal=OPERATOR)
-                env.emit(keys, columns=["id", "created", "current"])
-            elif action == "rotate":
-                done = await kernel.invoke("crypto.keys.rotate", {}, principal=OPERATOR)
-                if env.json:
-                    env.emit(done)
-                else:
-                    env.echo(f"new current key {done['key_id']} ({len(done['key_ids'])} key(s) held)")
-            else:
-                done = await kernel.invoke("crypto.keys.retire", {"key_id": args.key_id}, principal=OPERATOR)
-                if env.json:
-                    env.emit(done)
-                else:
-                    env.echo(f"retired key {done['retired']} ({len(done['key_ids'])} key(s) held)")
-    except OperationNotFound:
-        env.echo(
-            "error: the crypto plugin is not running: enable it ([plugins.crypto] enabled = true) and see the "
-            "log above for why it did not start"
-        )
-        return 1
-    except OrionError as exc:
-        env.echo(f"error: {exc}")
-        return 1
-    return 0
+
+    async def work(call: OperatorCall) -> None:
+        if action == "list":
+            env.emit(await call("crypto.keys.list"), columns=["id", "created", "current"])
+            return
+        if action == "rotate":
+            done = await call("crypto.keys.rotate")
+            text = f"new current key {done['key_id']} ({len(done['key_ids'])} key(s) held)"
+        else:
+            done = await call("crypto.keys.retire", {"key_id": args.key_id})
+            text = f"retired key {done['retired']} ({len(done['key_ids'])} key(s) held)"
+        env.emit(done) if env.json else env.echo(text)
+
+    return await run_as_operator(env, "crypto", work)
 
 
 def keys_command() -> CliCommand:

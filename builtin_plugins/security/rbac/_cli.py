@@ -13,11 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import CliEnvironment
-from plugin_sdk import OperationNotFound
-from plugin_sdk import OrionError
+from plugin_sdk import OperatorCall
+from plugin_sdk import run_as_operator
 
 #: exit codes of ``rbac check``
 ALLOWED, DENIED, FAILED = 0, 1, 2
@@ -80,23 +79,17 @@ def render(result: dict[str, Any]) -> list[str]:
 async def run(args: argparse.Namespace, env: CliEnvironment) -> int:
     """Ask the started kernel's ``rbac.explain``; print the answer; exit 0 allowed, 1 denied, 2 error."""
     request = {"action": args.action, "principal": args.principal, "kind": args.kind, "roles": list(args.roles)}
-    try:
-        async with env.started() as kernel:
-            result = await kernel.invoke("rbac.explain", request, principal=OPERATOR)
-    except OperationNotFound:
-        env.echo(
-            "error: the rbac plugin is not running: enable it with [plugins.rbac] enabled = true (and fix its errors)"
-        )
-        return FAILED
-    except OrionError as exc:
-        env.echo(f"error: {type(exc).__name__}: {exc}")
-        return FAILED
-    if env.json:
-        env.emit(result)
-    else:
-        for line in render(result):
-            env.echo(line)
-    return ALLOWED if result["allowed"] else DENIED
+
+    async def work(call: OperatorCall) -> int:
+        result = await call("rbac.explain", request)
+        if env.json:
+            env.emit(result)
+        else:
+            for line in render(result):
+                env.echo(line)
+        return ALLOWED if result["allowed"] else DENIED
+
+    return await run_as_operator(env, "rbac", work, failure=FAILED)
 
 
 def rbac_command() -> CliCommand:

@@ -17,11 +17,10 @@ import secrets
 import sys
 from pathlib import Path
 
-from plugin_sdk import OPERATOR
 from plugin_sdk import CliCommand
 from plugin_sdk import CliEnvironment
-from plugin_sdk import OperationNotFound
-from plugin_sdk import OrionError
+from plugin_sdk import OperatorCall
+from plugin_sdk import run_as_operator
 
 from ._store import KEY_SIZE
 from ._store import encode_key
@@ -113,33 +112,25 @@ async def run(args: argparse.Namespace, env: CliEnvironment) -> int:
         if value == "":
             env.echo("error: refusing to store an empty value")
             return 1
-    try:
-        async with env.started() as kernel:
-            if action == "set":
-                await kernel.invoke("secrets.set", {"name": args.name, "value": value}, principal=OPERATOR)
-                env.emit({"name": args.name, "stored": True} if env.json else f"secret {args.name!r} stored")
-            elif action == "get":
-                result = await kernel.invoke("secrets.get", {"name": args.name}, principal=OPERATOR)
-                env.emit(result if env.json else result["value"])
-            elif action == "list":
-                names = await kernel.invoke("secrets.list", {}, principal=OPERATOR)
-                if env.json:
-                    env.emit(names)
-                else:
-                    env.echo("\n".join(names) if names else "(no secrets)")
+
+    async def work(call: OperatorCall) -> None:
+        if action == "set":
+            await call("secrets.set", {"name": args.name, "value": value})
+            env.emit({"name": args.name, "stored": True} if env.json else f"secret {args.name!r} stored")
+        elif action == "get":
+            result = await call("secrets.get", {"name": args.name})
+            env.emit(result if env.json else result["value"])
+        elif action == "list":
+            names = await call("secrets.list")
+            if env.json:
+                env.emit(names)
             else:
-                await kernel.invoke("secrets.delete", {"name": args.name}, principal=OPERATOR)
-                env.emit({"name": args.name, "deleted": True} if env.json else f"secret {args.name!r} deleted")
-    except OperationNotFound:
-        env.echo(
-            "error: the secrets plugin is not running: enable it ([plugins.secrets] enabled = true) and see the "
-            "log above for why it did not start (e.g. no master key)"
-        )
-        return 1
-    except OrionError as exc:
-        env.echo(f"error: {exc}")
-        return 1
-    return 0
+                env.echo("\n".join(names) if names else "(no secrets)")
+        else:
+            await call("secrets.delete", {"name": args.name})
+            env.emit({"name": args.name, "deleted": True} if env.json else f"secret {args.name!r} deleted")
+
+    return await run_as_operator(env, "secrets", work, hint="e.g. no master key")
 
 
 def secrets_command() -> CliCommand:
