@@ -81,7 +81,7 @@ def asked_permissions(record: PluginRecord, data_dir: str) -> Permissions:
     asks = []
     for template in record.manifest.permissions:
         try:
-            text = expand(template, values, data_dir)
+            texts = expand(template, values, data_dir)
         except KeyError as exc:
             known = ", ".join(sorted(values))
             raise ManifestError(
@@ -91,13 +91,12 @@ def asked_permissions(record: PluginRecord, data_dir: str) -> Permissions:
             ) from None
         except PermissionSyntaxError as exc:
             raise ManifestError(record.name, "permissions", str(exc)) from None
-        if text is None:
-            continue  # a placeholder names an unset setting: nothing to ask for
-        try:
-            asks.append(parse_permission(text))
-        except PermissionSyntaxError as exc:
-            detail = f" (from {template!r})" if text != template else ""
-            raise ManifestError(record.name, "permissions", f"{exc}{detail}") from None
+        for text in texts:  # none when a placeholder names an unset setting: nothing to ask for
+            try:
+                asks.append(parse_permission(text))
+            except PermissionSyntaxError as exc:
+                detail = f" (from {template!r})" if text != template else ""
+                raise ManifestError(record.name, "permissions", f"{exc}{detail}") from None
     return Permissions(tuple(asks))
 
 

@@ -26,7 +26,10 @@ string) is not asked for at all: ``fs:read:{policy_file}`` asks only when a
 policy file is configured.  In an ``fs:`` permission whose path starts with a
 placeholder, a relative value is relative to the plugin's data directory, and
 ``{NAME:dir}`` is the directory of the path ``NAME`` holds
-(``fs:write:{log:dir}``: the directory the log is kept in).
+(``fs:write:{log:dir}``: the directory the log is kept in).  A dotted
+placeholder walks into nested settings, and a list on the way asks once per
+element: ``fs:read:{jwt_keys.key_file}`` asks to read the key file of every
+configured JWT key that has one.
 
 A grant *covers* an ask when it is of the same kind and action and every
 access the ask could mean is one the grant allows: ``fs:read:/srv/**``
@@ -39,12 +42,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 from typing import Final
 from typing import Literal
 from typing import TypeAlias
+from typing import cast
 
 import attrs
 
@@ -283,32 +289,87 @@ def placeholder_issue(template: str) -> str | None:
     return None
 
 
-def expand(template: str, values: Mapping[str, Any], data_dir: str | None = None) -> str | None:
+#: a value a placeholder takes, with the sequence elements chosen on the way to it (by dotted prefix)
+_Choice: TypeAlias = tuple[object, Mapping[str, object]]
+
+
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _lookup(value: object, segment: str, name: str) -> object:
+    """``segment`` of a settings value: a field of an attrs instance or a key of a mapping."""
+    if isinstance(value, Mapping):
+        if segment in value:
+            return value[segment]
+    elif attrs.has(type(value)) and segment in attrs.fields_dict(cast("Any", type(value))):
+        return getattr(value, segment)
+    raise KeyError(name)
+
+
+def _resolve(name: str, values: Mapping[str, Any], bound: Mapping[str, object]) -> Iterator[_Choice]:
+    """Every value the dotted placeholder ``name`` takes, each with the sequence elements it chose.
+
+    A sequence met on the way fans out to one value per element; ``bound``
+    holds the element already chosen for a sequence (by its dotted prefix), so
+    ``{upstreams.host}`` and ``{upstreams.port}`` in one permission walk the
+    same upstream together.
+    """
+    segments = name.split(".")
+    if segments[0] not in values:
+        raise KeyError(name)
+
+    def walk(value: object, depth: int, bound: Mapping[str, object]) -> Iterator[_Choice]:
+        prefix = ".".join(segments[:depth])
+        if _is_sequence(value):
+            if prefix in bound:
+                value = bound[prefix]
+            else:
+                for element in cast("Sequence[object]", value):
+                    yield from walk_element(element, depth, {**bound, prefix: element})
+                return
+        yield from walk_element(value, depth, bound)
+
+    def walk_element(value: object, depth: int, bound: Mapping[str, object]) -> Iterator[_Choice]:
+        if depth == len(segments) or value is None:
+            yield value, bound  # None on the way: an unset optional part, so nothing is asked
+            return
+        yield from walk(_lookup(value, segments[depth], name), depth + 1, bound)
+
+    yield from walk(values[segments[0]], 1, bound)
+
+
+def expand(template: str, values: Mapping[str, Any], data_dir: str | None = None) -> list[str]:
     """Fill a manifest permission's ``{placeholders}`` from ``values`` (settings, ``data_dir``).
 
-    ``None`` when a placeholder names an unset value (``None`` or ``""``): the
-    permission is then not asked for.  With ``data_dir``, an ``fs:`` path that
+    One permission per value the placeholders take: a dotted placeholder
+    (``{jwt_keys.key_file}``) walks into nested settings, and a sequence on the
+    way (or at the end) asks once per element; placeholders that walk the same
+    sequence take the same element, different sequences multiply.  A value
+    that is unset (``None`` or ``""``) asks nothing, so an unset setting or an
+    empty sequence gives ``[]``.  With ``data_dir``, an ``fs:`` path that
     starts with a placeholder is resolved against it when relative, and
     ``{NAME:dir}`` fills in the directory of that path.
 
     :raises KeyError: a placeholder names nothing in ``values`` (the key is the placeholder).
-    :raises PermissionSyntaxError: a misused ``{NAME:modifier}`` (:func:`placeholder_issue`).
+    :raises PermissionSyntaxError: a misused ``{NAME:modifier}`` (:func:`placeholder_issue`),
+        or a placeholder that holds a structure rather than a value.
     """
     issue = placeholder_issue(template)
     if issue is not None:
         raise PermissionSyntaxError(template, issue)
+    matches = list(_PLACEHOLDER.finditer(template))
+    for match in matches:
+        name = match.group(1).partition(":")[0]
+        if name.split(".")[0] not in values:
+            raise KeyError(name)
     path_start = _path_start(template)
-    unset = False
+    found: list[str] = []
 
-    def fill(match: re.Match[str]) -> str:
-        nonlocal unset
-        key, _, modifier = match.group(1).partition(":")
-        if key not in values:
-            raise KeyError(key)
-        value = values[key]
-        if value is None or value == "":
-            unset = True
-            return ""
+    def render(match: re.Match[str], value: object) -> str:
+        name, _, modifier = match.group(1).partition(":")
+        if isinstance(value, Mapping) or attrs.has(type(value)):
+            raise PermissionSyntaxError(template, f"{{{name}}} holds a {type(value).__name__}, not a value")
         text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
         if match.start() == path_start:
             if data_dir is not None:
@@ -317,13 +378,30 @@ def expand(template: str, values: Mapping[str, Any], data_dir: str | None = None
                 text = os.path.dirname(os.path.normpath(text))
         return text
 
-    filled = _PLACEHOLDER.sub(fill, template)
-    return None if unset else filled
+    def fill(index: int, text: str, bound: Mapping[str, object]) -> None:
+        done = matches[index - 1].end() if index else 0
+        if index == len(matches):
+            text += template[done:]
+            if text not in found:
+                found.append(text)
+            return
+        match = matches[index]
+        name = match.group(1).partition(":")[0]
+        for value, chosen in _resolve(name, values, bound):
+            if value is not None and value != "":
+                fill(index + 1, text + template[done : match.start()] + render(match, value), chosen)
+
+    fill(0, "", {})
+    return found
 
 
 def placeholders(template: str) -> list[str]:
-    """The setting names the ``{placeholders}`` of a manifest permission refer to (modifiers dropped)."""
-    return [name.partition(":")[0] for name in _PLACEHOLDER.findall(template)]
+    """The setting names the ``{placeholders}`` of a manifest permission refer to.
+
+    Modifiers are dropped, and a dotted placeholder gives the setting it starts
+    from: ``fs:read:{jwt_keys.key_file}`` refers to ``jwt_keys``.
+    """
+    return [name.partition(":")[0].split(".")[0] for name in _PLACEHOLDER.findall(template)]
 
 
 @attrs.frozen

@@ -208,6 +208,60 @@ async def test_a_relative_path_setting_is_inside_the_data_dir_and_needs_no_grant
         assert info.asked == (f"fs:read:{data_dir}/keys/k",)
 
 
+@attrs.frozen
+class Mirror:
+    host: str
+    ca_file: str | None = None
+
+
+@attrs.frozen
+class MirrorSettings:
+    mirrors: tuple[Mirror, ...] = ()
+
+
+class MirrorClient(Plugin):
+    """Connects to each configured mirror and reads its CA file, when it has one."""
+
+    name = "mirrors"
+    version = "1.0.0"
+    permissions = ("net:connect:{mirrors.host}:443", "fs:read:{mirrors.ca_file}")
+    Config = MirrorSettings
+
+
+async def test_a_dotted_placeholder_asks_once_per_element_of_a_list(tmp_path: Path) -> None:
+    settings = {"mirrors": [{"host": "a.example", "ca_file": "/etc/ca/a.pem"}, {"host": "b.example"}]}
+    async with kernel(grant("mirrors", "net:connect:*.example:443", settings=settings), MirrorClient()) as k:
+        info = k.plugins["mirrors"]
+        assert info.state is PluginState.FAILED  # b has no CA file: only a's is asked for, and not granted
+        assert info.last_error is not None
+        assert "not granted: fs:read:/etc/ca/a.pem;" in info.last_error
+    grants = ("net:connect:*.example:443", "fs:read:/etc/ca/**")
+    async with kernel(grant("mirrors", *grants, settings=settings), MirrorClient()) as k:
+        info = k.plugins["mirrors"]
+        assert info.state is PluginState.RUNNING, info.last_error
+        assert info.asked == ("net:connect:a.example:443", "net:connect:b.example:443", "fs:read:/etc/ca/a.pem")
+    async with kernel({}, MirrorClient()) as k:  # no mirrors: nothing asked
+        assert k.plugins["mirrors"].asked == ()
+
+
+async def test_a_dotted_placeholder_that_leads_nowhere_is_a_manifest_error() -> None:
+    class Typo(MirrorClient):
+        name = "typo"
+        permissions = ("fs:read:{mirrors.ca}",)
+
+    async with kernel({"plugins": {"typo": {"settings": {"mirrors": [{"host": "a"}]}}}}, Typo()) as k:
+        error = k.plugins["typo"].last_error
+    assert error is not None and "{mirrors.ca} names no setting" in error
+
+    class Root(MirrorClient):
+        name = "root"
+        permissions = ("fs:read:{mirror.ca_file}",)
+
+    async with kernel({}, Root()) as k:  # the first name is checked when the manifest is read
+        error = k.plugins["root"].last_error
+    assert error is not None and "placeholder {mirror} is neither a field of MirrorSettings" in error
+
+
 async def test_declared_services_are_held_implicitly() -> None:
     class Provider(Plugin):
         name = "provider"

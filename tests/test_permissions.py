@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -119,28 +120,65 @@ def test_permissions_answer_concrete_accesses() -> None:
 
 def test_placeholders_are_found_and_filled() -> None:
     assert placeholders("net:listen:{host}:{port}") == ["host", "port"]
-    assert expand("net:listen:{host}:{port}", {"host": "127.0.0.1", "port": 8470}) == "net:listen:127.0.0.1:8470"
+    assert expand("net:listen:{host}:{port}", {"host": "127.0.0.1", "port": 8470}) == ["net:listen:127.0.0.1:8470"]
     with pytest.raises(KeyError, match="port"):
         expand("net:listen:{host}:{port}", {"host": "h"})
 
 
 def test_an_unset_setting_asks_for_nothing_and_paths_are_resolved_against_the_data_dir() -> None:
     data = "/srv/orion/audit"
-    assert expand("fs:read:{key}", {"key": None}, data) is None
-    assert expand("fs:read:{key}", {"key": ""}, data) is None
-    assert expand("fs:read:{key}", {"key": "/etc/orion/k"}, data) == "fs:read:/etc/orion/k"
-    assert expand("fs:read:{key}", {"key": "keys/k"}, data) == "fs:read:/srv/orion/audit/keys/k"
-    assert expand("fs:write:{log:dir}", {"log": "/var/log/orion/audit.log"}, data) == "fs:write:/var/log/orion"
-    assert expand("fs:write:{log:dir}", {"log": "audit.log"}, data) == "fs:write:/srv/orion/audit"
-    assert expand("fs:write:{log}*", {"log": "a.log"}, data) == "fs:write:/srv/orion/audit/a.log*"
+    assert expand("fs:read:{key}", {"key": None}, data) == []
+    assert expand("fs:read:{key}", {"key": ""}, data) == []
+    assert expand("fs:read:{key}", {"key": "/etc/orion/k"}, data) == ["fs:read:/etc/orion/k"]
+    assert expand("fs:read:{key}", {"key": "keys/k"}, data) == ["fs:read:/srv/orion/audit/keys/k"]
+    assert expand("fs:write:{log:dir}", {"log": "/var/log/orion/audit.log"}, data) == ["fs:write:/var/log/orion"]
+    assert expand("fs:write:{log:dir}", {"log": "audit.log"}, data) == ["fs:write:/srv/orion/audit"]
+    assert expand("fs:write:{log}*", {"log": "a.log"}, data) == ["fs:write:/srv/orion/audit/a.log*"]
     # only a placeholder that starts an fs: path is a path
-    assert expand("net:connect:{host}:443", {"host": "api"}, data) == "net:connect:api:443"
-    assert expand("fs:read:/etc/{name}", {"name": "x"}, data) == "fs:read:/etc/x"
+    assert expand("net:connect:{host}:443", {"host": "api"}, data) == ["net:connect:api:443"]
+    assert expand("fs:read:/etc/{name}", {"name": "x"}, data) == ["fs:read:/etc/x"]
     with pytest.raises(PermissionSyntaxError, match="':dir' needs an fs: path"):
         expand("net:connect:{host:dir}:443", {"host": "api"}, data)
     with pytest.raises(PermissionSyntaxError, match="unknown placeholder modifier"):
         expand("fs:read:{key:parent}", {"key": "/k"}, data)
     assert placeholders("fs:write:{log:dir}") == ["log"]
+
+
+@attrs.frozen
+class _Key:
+    kid: str
+    key_file: str | None = None
+
+
+def test_a_dotted_placeholder_walks_nested_settings_and_asks_once_per_element() -> None:
+    data = "/srv/orion/auth"
+    keys = (_Key("a", "/etc/orion/a.pem"), _Key("b"), _Key("c", "c.pem"), _Key("d", "/etc/orion/a.pem"))
+    # unset elements ask nothing, relative ones are under the data dir, duplicates ask once
+    assert expand("fs:read:{jwt_keys.key_file}", {"jwt_keys": keys}, data) == [
+        "fs:read:/etc/orion/a.pem",
+        "fs:read:/srv/orion/auth/c.pem",
+    ]
+    assert expand("fs:read:{jwt_keys.key_file}", {"jwt_keys": ()}, data) == []
+    assert placeholders("fs:read:{jwt_keys.key_file:dir}") == ["jwt_keys"]
+    # plain data (an isolated plugin's settings) walks the same way
+    upstreams = [{"host": "a", "port": 1}, {"host": "b", "port": 2}]
+    # placeholders that walk the same list take the same element ...
+    assert expand("net:connect:{up.host}:{up.port}", {"up": upstreams}) == ["net:connect:a:1", "net:connect:b:2"]
+    # ... different lists multiply, and a list at the end asks once per element
+    assert expand("net:connect:{hosts}:{ports}", {"hosts": ["a", "b"], "ports": (1, 2)}) == [
+        "net:connect:a:1",
+        "net:connect:a:2",
+        "net:connect:b:1",
+        "net:connect:b:2",
+    ]
+    # an unset optional structure on the way asks nothing
+    assert expand("fs:read:{tls.cert}", {"tls": None}, data) == []
+    with pytest.raises(KeyError, match=r"jwt_keys\.path"):
+        expand("fs:read:{jwt_keys.path}", {"jwt_keys": keys}, data)
+    with pytest.raises(KeyError, match=r"up\.name"):
+        expand("net:connect:{up.name}:1", {"up": upstreams})
+    with pytest.raises(PermissionSyntaxError, match=r"\{jwt_keys\} holds a _Key, not a value"):
+        expand("fs:read:{jwt_keys}", {"jwt_keys": keys}, data)
 
 
 segment = st.text(alphabet="abcxyz019_-", min_size=1, max_size=6)

@@ -386,7 +386,10 @@ class Tools(Plugin):
 @asynccontextmanager
 async def running(tmp_path: Path, settings: Mapping[str, Any], clock: FakeClock | None = None) -> AsyncIterator[Any]:
     auth = Auth(clock=clock or FakeClock())
-    config = {"kernel": {"data_dir": str(tmp_path / "data")}, "plugins": {"auth": {"settings": dict(settings)}}}
+    # key files outside the data dir are asked for: grant them
+    grants = [f"fs:read:{key['key_file']}" for key in settings.get("jwt_keys", ()) if key.get("key_file")]
+    plugins = {"auth": {"settings": dict(settings), "permissions": grants}}
+    config = {"kernel": {"data_dir": str(tmp_path / "data")}, "plugins": plugins}
     async with Kernel(config, plugins=[auth, Tools()], environ={}, entry_points=False) as kernel:
         kernel.auth = auth  # type: ignore[attr-defined]
         yield kernel
@@ -561,3 +564,37 @@ def test_an_invocation_never_shows_the_token() -> None:
     token = issue(HS, claims())
     inv = Invocation("tools.whoami", {}, credentials=Credentials.bearer(token))
     assert token not in repr(inv) and token not in repr(inv.credentials)
+
+
+@pytest.mark.anyio
+async def test_key_files_outside_the_data_dir_are_asked_for_and_refused_until_granted(
+    tmp_path: Path, key_files: dict[str, str]
+) -> None:
+    inside = tmp_path / "data" / "auth" / "keys" / "ed.pem"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(ED_PEM)
+    inside.chmod(0o600)
+    jwt_keys = [
+        {"kid": "hs", "alg": "HS256", "env": "ORION_TEST_HS_SECRET"},
+        {"kid": "out", "alg": "EdDSA", "key_file": key_files["public"]},
+        {"kid": "in", "alg": "EdDSA", "key_file": "keys/ed.pem"},  # relative: in the data dir
+    ]
+
+    def config(grants: list[str]) -> dict[str, Any]:
+        kernel = {"data_dir": str(tmp_path / "data"), "sandbox": {"guard": "enforce"}}
+        return {"kernel": kernel, "plugins": {"auth": {"settings": {"jwt_keys": jwt_keys}, "permissions": grants}}}
+
+    environ = {"ORION_TEST_HS_SECRET": HS_SECRET.decode()}
+    async with Kernel(config([]), plugins=[Auth(), Tools()], environ=environ, entry_points=False) as kernel:
+        info = kernel.plugins["auth"]
+        assert info.state is PluginState.FAILED
+        # only the key file outside the data dir is missing, with the line that grants it
+        assert f'permissions = ["fs:read:{key_files["public"]}"]' in str(info.last_error)
+    grants = [f"fs:read:{tmp_path}/*.pem"]
+    async with Kernel(config(grants), plugins=[Auth(), Tools()], environ=environ, entry_points=False) as kernel:
+        info = kernel.plugins["auth"]
+        assert info.state is PluginState.RUNNING, info.last_error
+        assert set(info.asked) == {f"fs:read:{key_files['public']}", f"fs:read:{inside}"}
+        # both key files were read under the enforcing guard: the relative one verifies a token
+        token = issue(JwtKey.eddsa("in", ED_PEM), {"sub": "eve", "exp": int(time.time()) + 60})
+        assert (await whoami(kernel, token)).id == "eve"

@@ -132,7 +132,11 @@ class JwtKeySettings:
     )
     key_file: str = attrs.field(
         default="",
-        metadata=_doc("Path of a file with the key (HS256: the secret; EdDSA: a PEM private or public key)."),
+        metadata=_doc(
+            "Path of a file with the key (HS256: the secret; EdDSA: a PEM private or public key); relative "
+            "paths are relative to the plugin's data directory; one outside it is asked for "
+            "(`fs:read:{jwt_keys.key_file}`: grant it)."
+        ),
     )
     env: str = attrs.field(
         default="",

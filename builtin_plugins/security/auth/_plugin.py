@@ -97,8 +97,8 @@ def _surrogate_safe(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _read_key_file(path: Path) -> tuple[bytes, int]:
-    path = path.expanduser()
+def _read_key_file(data_dir: Path, setting: str) -> tuple[bytes, int]:
+    path = data_dir / os.path.expanduser(setting)  # relative to the data directory; an absolute path stays
     return path.read_bytes(), path.stat().st_mode
 
 
@@ -113,6 +113,8 @@ class Auth(Plugin):
     version = "1.0.0"
     provides = ("authenticator",)
     optional = ("secrets", "audit")
+    #: a JWT key file outside the data directory is read only when granted
+    permissions = ("fs:read:{jwt_keys.key_file}",)
     Config = AuthSettings
     conformance_principal: ClassVar[Principal | None] = OPERATOR  # its operations are admin-only
     conformance_settings: ClassVar[Mapping[str, Any]] = {
@@ -306,10 +308,9 @@ class Auth(Plugin):
             material = _surrogate_safe(await self._secret(ctx, spec.secret, generate))
             where = f"secret {spec.secret!r}"
         elif spec.key_file:
-            path = Path(spec.key_file)
             where = f"key file {spec.key_file!r}"
             try:
-                material, mode = await anyio.to_thread.run_sync(_read_key_file, path)
+                material, mode = await anyio.to_thread.run_sync(_read_key_file, ctx.data_dir, spec.key_file)
             except OSError as exc:
                 raise PluginError(
                     f"auth: jwt key {spec.kid!r}: cannot read {where}: {exc.strerror}", plugin=self.name
