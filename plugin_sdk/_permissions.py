@@ -316,8 +316,6 @@ def _resolve(name: str, values: Mapping[str, Any], bound: Mapping[str, object]) 
     same upstream together.
     """
     segments = name.split(".")
-    if segments[0] not in values:
-        raise KeyError(name)
 
     def walk(value: object, depth: int, bound: Mapping[str, object]) -> Iterator[_Choice]:
         prefix = ".".join(segments[:depth])
@@ -358,16 +356,15 @@ def expand(template: str, values: Mapping[str, Any], data_dir: str | None = None
     issue = placeholder_issue(template)
     if issue is not None:
         raise PermissionSyntaxError(template, issue)
-    matches = list(_PLACEHOLDER.finditer(template))
-    for match in matches:
-        name = match.group(1).partition(":")[0]
-        if name.split(".")[0] not in values:
-            raise KeyError(name)
+    for root in placeholders(template):
+        if root not in values:
+            raise KeyError(root)
+    # each placeholder: where it is, its (dotted) name, its modifier
+    parts = [(match, *match.group(1).partition(":")[::2]) for match in _PLACEHOLDER.finditer(template)]
     path_start = _path_start(template)
     found: list[str] = []
 
-    def render(match: re.Match[str], value: object) -> str:
-        name, _, modifier = match.group(1).partition(":")
+    def render(match: re.Match[str], name: str, modifier: str, value: object) -> str:
         if isinstance(value, Mapping) or attrs.has(type(value)):
             raise PermissionSyntaxError(template, f"{{{name}}} holds a {type(value).__name__}, not a value")
         text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
@@ -379,17 +376,16 @@ def expand(template: str, values: Mapping[str, Any], data_dir: str | None = None
         return text
 
     def fill(index: int, text: str, bound: Mapping[str, object]) -> None:
-        done = matches[index - 1].end() if index else 0
-        if index == len(matches):
+        done = parts[index - 1][0].end() if index else 0
+        if index == len(parts):
             text += template[done:]
             if text not in found:
                 found.append(text)
             return
-        match = matches[index]
-        name = match.group(1).partition(":")[0]
+        match, name, modifier = parts[index]
         for value, chosen in _resolve(name, values, bound):
             if value is not None and value != "":
-                fill(index + 1, text + template[done : match.start()] + render(match, value), chosen)
+                fill(index + 1, text + template[done : match.start()] + render(match, name, modifier, value), chosen)
 
     fill(0, "", {})
     return found
